@@ -1,0 +1,133 @@
+//! The control protocol between the CLI and the node: one JSON request and
+//! one JSON reply per line over the Unix socket in the home.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the node.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Mount a channel.
+    Mount {
+        /// Channel name.
+        channel: String,
+        /// Absolute directory.
+        dir: PathBuf,
+        /// FUSE allow_other.
+        allow_other: bool,
+    },
+    /// Flush and unmount.
+    Unmount {
+        /// Absolute directory.
+        dir: PathBuf,
+    },
+    /// Node status.
+    Status,
+    /// Create a channel.
+    ChannelCreate {
+        /// Name.
+        name: String,
+    },
+    /// List channels.
+    ChannelList,
+}
+
+/// One mount in a status reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// Channel name.
+    pub channel: String,
+    /// Mount directory.
+    pub dir: PathBuf,
+    /// Files (non-directories) in the channel.
+    pub files: u64,
+    /// Sum of file sizes.
+    pub logical_bytes: u64,
+}
+
+/// The node's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Node process id.
+    pub pid: u32,
+    /// Node id.
+    pub node_id: String,
+    /// QUIC listen address.
+    pub listen: String,
+    /// Mounts.
+    pub mounts: Vec<MountStatus>,
+    /// Sum of file sizes over all mounted channels.
+    pub logical_bytes: u64,
+    /// Bytes of distinct chunks stored.
+    pub stored_bytes: u64,
+    /// logical / stored.
+    pub dedup_ratio: f64,
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Journal entries.
+    pub journal_entries: u64,
+    /// Resident memory of the node (bytes).
+    pub rss_bytes: u64,
+}
+
+/// A reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done.
+    Ok,
+    /// Status.
+    Status(Status),
+    /// Channel names.
+    Channels(Vec<String>),
+    /// Failure, with a message for the user.
+    Err(String),
+}
+
+/// Why a request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No node answers on the socket.
+    #[error("node not running")]
+    NotRunning,
+    /// Talking to the node failed.
+    #[error("talking to the node: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node sent something unreadable.
+    #[error("bad reply from the node: {0}")]
+    Bad(#[from] serde_json::Error),
+}
+
+/// Sends one request and waits for the reply.
+pub fn call(socket: &Path, req: &Request) -> Result<Reply, ClientError> {
+    let mut s = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ClientError::NotRunning)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    if reply.is_empty() {
+        return Err(ClientError::NotRunning);
+    }
+    Ok(serde_json::from_str(&reply)?)
+}
+
+/// True when a node answers on `socket`.
+pub fn running(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}

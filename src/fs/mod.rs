@@ -1,0 +1,1118 @@
+//! The FUSE adapter: turns kernel requests into tree changes and content
+//! writes. Files being written keep their new bytes in a sparse staging file
+//! and a set of dirty ranges; on `flush`, `fsync` and `release` only the
+//! neighbourhood of those ranges is re-chunked into the store and the new
+//! manifest is recorded in the journal. This module never touches the
+//! network.
+
+pub mod tree;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::journal::{AttrChange, Hlc, NodeKind, Op};
+use crate::store::chunker::{self, ChunkIo};
+use crate::store::manifest::Manifest;
+use crate::store::ranges::RangeSet;
+use crate::store::{Hash, Mut, Store, StoreError};
+use tree::{Node, Tree, R};
+
+/// How long the kernel may cache names and attributes.
+const TTL: Duration = Duration::from_secs(1);
+/// Largest file size accepted (4 PiB): larger sizes get `EFBIG`.
+pub const MAX_FILE_SIZE: u64 = 1 << 52;
+
+/// The content of a file while it is open or being changed.
+struct Content {
+    base: Arc<Manifest>,
+    base_hash: Option<Hash>,
+    dirty: RangeSet,
+    staging: Option<(File, PathBuf)>,
+    size: u64,
+    opens: u32,
+    changed: bool,
+}
+
+/// Reads and writes for re-chunking one file.
+struct FileIo<'a> {
+    store: &'a Store,
+    staging: Option<&'a File>,
+}
+
+impl ChunkIo for FileIo<'_> {
+    fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.store.read_chunk(hash, within, buf)
+    }
+    fn read_dirty(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match self.staging {
+            Some(f) => {
+                // The staging file may be shorter than a dirty range's end
+                // only if it was never written there: read what exists.
+                let mut done = 0;
+                while done < buf.len() {
+                    let n = f.read_at(&mut buf[done..], off + done as u64)?;
+                    if n == 0 {
+                        buf[done..].fill(0);
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(())
+            }
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+        }
+    }
+    fn put_chunk(&self, hash: &Hash, data: &[u8]) -> std::io::Result<()> {
+        self.store.put_chunk(hash, data).map_err(to_io)
+    }
+}
+
+fn to_io(e: StoreError) -> std::io::Error {
+    match e {
+        StoreError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn store_errno(e: &StoreError) -> i32 {
+    match e {
+        StoreError::Io(e) => io_errno(e),
+        _ => libc::EIO,
+    }
+}
+
+fn errno(e: i32) -> Errno {
+    Errno::from_i32(e)
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn ns_of(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+fn ns_or_now(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => ns_of(t),
+        TimeOrNow::Now => tree::now_ns(),
+    }
+}
+
+fn file_type(k: NodeKind) -> FileType {
+    match k {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+    }
+}
+
+fn attr(ino: u64, n: &Node) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: n.size,
+        blocks: n.size.div_ceil(512),
+        atime: time(n.atime),
+        mtime: time(n.mtime),
+        ctime: time(n.ctime),
+        crtime: time(n.ctime),
+        kind: file_type(n.kind),
+        perm: (n.perm & 0o7777) as u16,
+        nlink: n.nlink,
+        uid: n.uid,
+        gid: n.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// One mounted channel: its tree, open contents and the store.
+pub struct ChanFs {
+    store: Arc<Store>,
+    tree: Mutex<Tree>,
+    contents: Mutex<HashMap<u64, Arc<Mutex<Content>>>>,
+    hlc: Arc<Hlc>,
+    next_fh: AtomicU64,
+    /// Read-only mount (writes get `EROFS`).
+    pub readonly: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ChanFs {
+    /// Loads channel `chan` from the store.
+    pub fn open(store: Arc<Store>, chan: u32, hlc: Arc<Hlc>) -> Result<ChanFs, StoreError> {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&store.node_id()[..8]);
+        let (tree, muts) = Tree::load(&store, chan, prefix)?;
+        store.submit(muts)?;
+        Ok(ChanFs {
+            store,
+            tree: Mutex::new(tree),
+            contents: Mutex::new(HashMap::new()),
+            hlc,
+            next_fh: AtomicU64::new(1),
+            readonly: false,
+        })
+    }
+
+    /// Number of files and their logical bytes.
+    pub fn totals(&self) -> (u64, u64) {
+        lock(&self.tree).totals()
+    }
+
+    fn submit(&self, muts: Vec<Mut>) -> R<()> {
+        self.store.submit(muts).map_err(|e| store_errno(&e))
+    }
+
+    /// Applies a tree change under the tree lock and submits its records.
+    fn change<T>(&self, f: impl FnOnce(&mut Tree, u64, &mut tree::Changes) -> R<T>) -> R<T> {
+        if self.readonly {
+            return Err(libc::EROFS);
+        }
+        let mut t = lock(&self.tree);
+        let mut ch = t.changes();
+        let r = f(&mut t, self.hlc.now(), &mut ch)?;
+        self.submit(ch.into_muts())?;
+        Ok(r)
+    }
+
+    fn entry_of(&self, ino: u64) -> R<FileAttr> {
+        let t = lock(&self.tree);
+        Ok(attr(ino, t.get(ino)?))
+    }
+
+    /// The content state of `ino`, loading it when needed.
+    fn content(&self, ino: u64, open: bool) -> R<Arc<Mutex<Content>>> {
+        let mut map = lock(&self.contents);
+        if let Some(c) = map.get(&ino) {
+            if open {
+                lock(c).opens += 1;
+            }
+            return Ok(c.clone());
+        }
+        let (hash, cached, size, kind) = {
+            let t = lock(&self.tree);
+            let n = t.get(ino)?;
+            (n.content, n.manifest.clone(), n.size, n.kind)
+        };
+        if kind != NodeKind::File {
+            return Err(libc::EINVAL);
+        }
+        let base = match (cached, hash) {
+            (Some(m), _) => m,
+            (None, None) => Arc::new(Manifest::default()),
+            (None, Some(h)) => {
+                let m = Arc::new(self.store.load_manifest(&h).map_err(|e| store_errno(&e))?);
+                if let Ok(n) = lock(&self.tree).get_mut(ino) {
+                    n.manifest = Some(m.clone());
+                }
+                m
+            }
+        };
+        let c = Arc::new(Mutex::new(Content {
+            base,
+            base_hash: hash,
+            dirty: RangeSet::new(),
+            staging: None,
+            size,
+            opens: u32::from(open),
+            changed: false,
+        }));
+        map.insert(ino, c.clone());
+        Ok(c)
+    }
+
+    /// Re-chunks the dirty parts of `ino` and records the new version.
+    fn commit_content(&self, ino: u64, c: &mut Content) -> R<()> {
+        if !c.changed {
+            return Ok(());
+        }
+        let io = FileIo {
+            store: &self.store,
+            staging: c.staging.as_ref().map(|s| &s.0),
+        };
+        let m = chunker::materialize(&c.base, &c.dirty, c.size, &io).map_err(|e| io_errno(&e))?;
+        let hash = if m.is_empty() { None } else { Some(m.hash()) };
+        let mut muts = Vec::new();
+        if let Some(h) = hash {
+            if Some(h) != c.base_hash {
+                muts.push(Mut::Manifest(h, m.to_bytes()));
+            }
+        }
+        let m = Arc::new(m);
+        {
+            let mut t = lock(&self.tree);
+            let mut ch = t.changes();
+            for x in muts {
+                ch.push(x);
+            }
+            if let Ok(n) = t.get_mut(ino) {
+                n.content = hash;
+                n.manifest = Some(m.clone());
+                n.size = c.size;
+                let (id, mtime) = (n.id, n.mtime);
+                t.persist(ino, &mut ch);
+                t.journal(
+                    &mut ch,
+                    self.hlc.now(),
+                    Op::Content {
+                        id,
+                        manifest: hash,
+                        size: c.size,
+                        replaces: c.base_hash,
+                        mtime,
+                    },
+                );
+            }
+            self.submit(ch.into_muts())?;
+        }
+        c.base = m;
+        c.base_hash = hash;
+        c.dirty = RangeSet::new();
+        if let Some((f, _)) = &c.staging {
+            let _ = f.set_len(0);
+        }
+        c.changed = false;
+        Ok(())
+    }
+
+    fn write_at(&self, ino: u64, c: &mut Content, off: u64, data: &[u8]) -> R<()> {
+        let end = off.checked_add(data.len() as u64).ok_or(libc::EFBIG)?;
+        if end > MAX_FILE_SIZE {
+            return Err(libc::EFBIG);
+        }
+        if c.staging.is_none() {
+            let path = self.store.staging_dir().join(format!(
+                "{ino}-{}",
+                self.next_fh.fetch_add(1, Ordering::Relaxed)
+            ));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| io_errno(&e))?;
+            c.staging = Some((f, path));
+        }
+        if let Some((f, _)) = &c.staging {
+            f.write_all_at(data, off).map_err(|e| io_errno(&e))?;
+        }
+        c.dirty.insert(off, end);
+        c.size = c.size.max(end);
+        c.changed = true;
+        let mut t = lock(&self.tree);
+        if let Ok(n) = t.get_mut(ino) {
+            n.size = c.size;
+            let now = tree::now_ns();
+            n.mtime = now;
+            n.ctime = now;
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, ino: u64, c: &mut Content, n: u64) -> R<()> {
+        if n > MAX_FILE_SIZE {
+            return Err(libc::EFBIG);
+        }
+        if n < c.base.len() {
+            let io = FileIo {
+                store: &self.store,
+                staging: None,
+            };
+            let (base, tail) = chunker::truncate_base(&c.base, n, &io).map_err(|e| io_errno(&e))?;
+            c.base = Arc::new(base);
+            c.dirty.truncate(n);
+            if let Some((off, bytes)) = tail {
+                // Dirty bytes over the cut chunk win over the old ones.
+                let keep = c.dirty.clipped(off, n);
+                let mut merged = bytes;
+                if let Some((f, _)) = &c.staging {
+                    for (s, e) in keep {
+                        let r = &mut merged[(s - off) as usize..(e - off) as usize];
+                        f.read_exact_at(r, s).map_err(|e| io_errno(&e))?;
+                    }
+                }
+                self.write_at(ino, c, off, &merged)?;
+            }
+        } else {
+            c.dirty.truncate(n);
+        }
+        c.size = n;
+        c.changed = true;
+        if let Some((f, _)) = &c.staging {
+            let _ = f.set_len(n.min(f.metadata().map(|m| m.len()).unwrap_or(0)));
+        }
+        Ok(())
+    }
+
+    /// Drops the content state of `ino` when no handle holds it and nothing
+    /// is pending (one handle fewer with `close`). Takes the map lock before
+    /// the content lock, as [`ChanFs::content`] does. Returns true if dropped.
+    fn settle(&self, ino: u64, c: &Arc<Mutex<Content>>, close: bool) -> bool {
+        let mut map = lock(&self.contents);
+        let mut g = lock(c);
+        if close {
+            g.opens = g.opens.saturating_sub(1);
+        }
+        if g.opens > 0 || g.changed {
+            return false;
+        }
+        if let Some((_, path)) = g.staging.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        map.remove(&ino);
+        true
+    }
+
+    fn release_content(&self, ino: u64) -> R<()> {
+        let Some(c) = lock(&self.contents).get(&ino).cloned() else {
+            return Ok(());
+        };
+        let r = self.commit_content(ino, &mut lock(&c));
+        if self.settle(ino, &c, true) {
+            let mut t = lock(&self.tree);
+            let mut ch = t.changes();
+            t.released(ino, &mut ch);
+            drop(t);
+            self.submit(ch.into_muts())?;
+        }
+        r
+    }
+
+    /// Records every pending content change (unmount, shutdown).
+    pub fn flush_all(&self) {
+        let all: Vec<(u64, Arc<Mutex<Content>>)> = lock(&self.contents)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (ino, c) in all {
+            if let Err(e) = self.commit_content(ino, &mut lock(&c)) {
+                tracing::error!("flushing inode {ino}: errno {e}");
+            }
+        }
+    }
+
+    fn statfs_of(&self) -> Option<nix::sys::statvfs::Statvfs> {
+        nix::sys::statvfs::statvfs(self.store.staging_dir()).ok()
+    }
+}
+
+/// The `fuser::Filesystem` face of a [`ChanFs`].
+pub struct FuseFs(pub Arc<ChanFs>);
+
+fn name_bytes(n: &OsStr) -> &[u8] {
+    n.as_bytes()
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for f in [
+            InitFlags::FUSE_WRITEBACK_CACHE,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_ASYNC_READ,
+            InitFlags::FUSE_BIG_WRITES,
+            InitFlags::FUSE_MAX_PAGES,
+        ] {
+            let _ = config.add_capabilities(f);
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        self.0.flush_all();
+        if let Err(e) = self.0.store.sync() {
+            tracing::error!("sync at unmount: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let t = lock(&self.0.tree);
+        match t
+            .lookup(parent.0, name_bytes(name))
+            .and_then(|i| Ok((i, attr(i, t.get(i)?))))
+        {
+            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.0.entry_of(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let fs = &self.0;
+        let ino = ino.0;
+        let r = (|| -> R<FileAttr> {
+            if fs.readonly {
+                return Err(libc::EROFS);
+            }
+            if let Some(n) = size {
+                let c = fs.content(ino, false)?;
+                {
+                    let mut g = lock(&c);
+                    fs.truncate(ino, &mut g, n)?;
+                    if g.opens == 0 {
+                        fs.commit_content(ino, &mut g)?;
+                    }
+                }
+                fs.settle(ino, &c, false);
+                let now = tree::now_ns();
+                let mut t = lock(&fs.tree);
+                let node = t.get_mut(ino)?;
+                node.size = n;
+                node.mtime = now;
+                node.ctime = now;
+            }
+            let a = AttrChange {
+                mode,
+                uid,
+                gid,
+                atime: atime.map(ns_or_now),
+                mtime: mtime.map(ns_or_now),
+            };
+            if a != AttrChange::default() || ctime.is_some() {
+                fs.change(|t, hlc, ch| t.set_attr(ino, &a, hlc, ch))?;
+                if let Some(c) = ctime {
+                    if let Ok(n) = lock(&fs.tree).get_mut(ino) {
+                        n.ctime = ns_of(c);
+                    }
+                }
+            }
+            fs.entry_of(ino)
+        })();
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let t = lock(&self.0.tree);
+        match t.get(ino.0) {
+            Ok(n) if n.kind == NodeKind::Symlink => reply.data(&n.target),
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => NodeKind::File,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFDIR => NodeKind::Dir,
+            _ => return reply.error(Errno::EPERM),
+        };
+        let r = self.0.change(|t, hlc, ch| {
+            t.create(
+                parent.0,
+                name_bytes(name),
+                kind,
+                mode,
+                req.uid(),
+                req.gid(),
+                Vec::new(),
+                hlc,
+                ch,
+            )
+        });
+        match r.and_then(|i| self.0.entry_of(i)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.0.change(|t, hlc, ch| {
+            t.create(
+                parent.0,
+                name_bytes(name),
+                NodeKind::Dir,
+                mode,
+                req.uid(),
+                req.gid(),
+                Vec::new(),
+                hlc,
+                ch,
+            )
+        });
+        match r.and_then(|i| self.0.entry_of(i)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .0
+            .change(|t, hlc, ch| t.unlink(parent.0, name_bytes(name), hlc, ch))
+        {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .0
+            .change(|t, hlc, ch| t.rmdir(parent.0, name_bytes(name), hlc, ch))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let target = target.as_os_str().as_bytes().to_vec();
+        if target.len() > 4095 {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
+        let r = self.0.change(|t, hlc, ch| {
+            t.create(
+                parent.0,
+                name_bytes(link_name),
+                NodeKind::Symlink,
+                0o777,
+                req.uid(),
+                req.gid(),
+                target,
+                hlc,
+                ch,
+            )
+        });
+        match r.and_then(|i| self.0.entry_of(i)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.0.change(|t, hlc, ch| {
+            t.rename(
+                parent.0,
+                name_bytes(name),
+                newparent.0,
+                name_bytes(newname),
+                flags.bits(),
+                hlc,
+                ch,
+            )
+        });
+        match r {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .0
+            .change(|t, hlc, ch| t.link(ino.0, newparent.0, name_bytes(newname), hlc, ch));
+        match r.and_then(|()| self.0.entry_of(ino.0)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = &self.0;
+        if fs.readonly && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        {
+            let t = lock(&fs.tree);
+            match t.get(ino.0) {
+                Ok(n) if n.kind == NodeKind::Dir => return reply.error(Errno::EISDIR),
+                Ok(n) if n.kind != NodeKind::File => return reply.error(Errno::ENXIO),
+                Ok(_) => {}
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
+        match fs.content(ino.0, true) {
+            Ok(_) => {
+                *lock(&fs.tree).open_count.entry(ino.0).or_default() += 1;
+                reply.opened(
+                    FileHandle(fs.next_fh.fetch_add(1, Ordering::Relaxed)),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                )
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = &self.0;
+        let r = (|| -> R<Vec<u8>> {
+            let c = fs.content(ino.0, false)?;
+            let g = lock(&c);
+            if offset >= g.size {
+                return Ok(Vec::new());
+            }
+            let n = (u64::from(size)).min(g.size - offset) as usize;
+            let mut buf = vec![0u8; n];
+            let io = FileIo {
+                store: &fs.store,
+                staging: g.staging.as_ref().map(|s| &s.0),
+            };
+            chunker::read_overlay(&g.base, &g.dirty, offset, &mut buf, &io).map_err(|e| {
+                tracing::error!("read inode {}: {e}", ino.0);
+                libc::EIO
+            })?;
+            Ok(buf)
+        })();
+        match r {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = &self.0;
+        if fs.readonly {
+            return reply.error(Errno::EROFS);
+        }
+        let r = fs
+            .content(ino.0, false)
+            .and_then(|c| fs.write_at(ino.0, &mut lock(&c), offset, data));
+        match r {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        let r = match lock(&fs.contents).get(&ino.0).cloned() {
+            Some(c) => fs.commit_content(ino.0, &mut lock(&c)),
+            None => Ok(()),
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.0.release_content(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        let r = match lock(&fs.contents).get(&ino.0).cloned() {
+            Some(c) => fs.commit_content(ino.0, &mut lock(&c)),
+            None => Ok(()),
+        }
+        .and_then(|()| fs.store.sync().map_err(|e| store_errno(&e)));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match lock(&self.0.tree).get(ino.0) {
+            Ok(n) if n.kind == NodeKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let t = lock(&self.0.tree);
+        match t.list(ino.0, offset as usize) {
+            Ok(list) => {
+                for (i, (child, kind, name)) in list.into_iter().enumerate() {
+                    if reply.add(
+                        INodeNo(child),
+                        offset + i as u64 + 1,
+                        file_type(kind),
+                        OsStr::from_bytes(&name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let t = lock(&self.0.tree);
+        match t.list(ino.0, offset as usize) {
+            Ok(list) => {
+                for (i, (child, _, name)) in list.into_iter().enumerate() {
+                    let Ok(n) = t.get(child) else { continue };
+                    let a = attr(child, n);
+                    if reply.add(
+                        INodeNo(child),
+                        offset + i as u64 + 1,
+                        OsStr::from_bytes(&name),
+                        &TTL,
+                        &a,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.0.store.sync() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(store_errno(&e))),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.0.statfs_of() {
+            Some(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.fragment_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            None => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let n = name_bytes(name);
+        if !(n.starts_with(b"user.") || n.starts_with(b"trusted.")) {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        if n.len() > 255 {
+            return reply.error(Errno::ERANGE);
+        }
+        let v = value.to_vec();
+        match self
+            .0
+            .change(|t, hlc, ch| t.set_xattr(ino.0, n, Some(v), flags, hlc, ch))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let t = lock(&self.0.tree);
+        let v = match t.get(ino.0) {
+            Ok(n) => match n.xattrs.get(name_bytes(name)) {
+                Some(v) => v.clone(),
+                None => return reply.error(Errno::ENODATA),
+            },
+            Err(e) => return reply.error(errno(e)),
+        };
+        drop(t);
+        if size == 0 {
+            reply.size(v.len() as u32)
+        } else if (size as usize) < v.len() {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&v)
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let t = lock(&self.0.tree);
+        let mut buf = Vec::new();
+        match t.get(ino.0) {
+            Ok(n) => {
+                for k in n.xattrs.keys() {
+                    buf.extend_from_slice(k);
+                    buf.push(0);
+                }
+            }
+            Err(e) => return reply.error(errno(e)),
+        }
+        drop(t);
+        if size == 0 {
+            reply.size(buf.len() as u32)
+        } else if (size as usize) < buf.len() {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&buf)
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let n = name_bytes(name);
+        match self
+            .0
+            .change(|t, hlc, ch| t.set_xattr(ino.0, n, None, 0, hlc, ch))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks modes itself.
+        match lock(&self.0.tree).get(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let fs = &self.0;
+        let r = fs
+            .change(|t, hlc, ch| {
+                t.create(
+                    parent.0,
+                    name_bytes(name),
+                    NodeKind::File,
+                    mode,
+                    req.uid(),
+                    req.gid(),
+                    Vec::new(),
+                    hlc,
+                    ch,
+                )
+            })
+            .and_then(|ino| {
+                fs.content(ino, true)?;
+                *lock(&fs.tree).open_count.entry(ino).or_default() += 1;
+                fs.entry_of(ino)
+            });
+        match r {
+            Ok(a) => reply.created(
+                &TTL,
+                &a,
+                Generation(0),
+                FileHandle(fs.next_fh.fetch_add(1, Ordering::Relaxed)),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        if mode != 0 {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let r = (|| -> R<()> {
+            let end = offset.checked_add(length).ok_or(libc::EFBIG)?;
+            let c = fs.content(ino.0, false)?;
+            let mut g = lock(&c);
+            if end > g.size {
+                fs.truncate(ino.0, &mut g, end)?;
+                let mut t = lock(&fs.tree);
+                let n = t.get_mut(ino.0)?;
+                n.size = end;
+                n.ctime = tree::now_ns();
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The in-memory tree of one channel: inodes, names, attributes. It is the
+//! authority while the node runs; every change also yields the redb
+//! mutations and the journal entry that record it, submitted to the store
+//! under the same lock so they commit in the order they happened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{AttrChange, FileId, NodeKind, Op};
+use crate::store::manifest::Manifest;
+use crate::store::{Hash, Mut, Store, StoreError};
+
+/// Root inode number.
+pub const ROOT: u64 = 1;
+/// Longest name accepted.
+pub const NAME_MAX: usize = 255;
+
+/// Result with an errno.
+pub type R<T> = Result<T, i32>;
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// One file, directory, symlink, FIFO or socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    /// Stable id.
+    pub id: FileId,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Permission bits with setuid, setgid and sticky.
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Names (and `.`/subdirectories for directories).
+    pub nlink: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Access time (ns).
+    pub atime: i64,
+    /// Modification time (ns).
+    pub mtime: i64,
+    /// Change time (ns).
+    pub ctime: i64,
+    /// Current content (manifest hash) of a regular file.
+    pub content: Option<Hash>,
+    /// Symlink target.
+    pub target: Vec<u8>,
+    /// Extended attributes.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Parent directory (directories only).
+    pub parent: u64,
+    /// Entries of a directory.
+    #[serde(skip)]
+    pub entries: BTreeMap<Vec<u8>, u64>,
+    /// Loaded manifest of `content`.
+    #[serde(skip)]
+    pub manifest: Option<Arc<Manifest>>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Stored {
+    V1(Node),
+}
+
+impl Node {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(&Stored::V1(self.clone())).unwrap_or_default()
+    }
+}
+
+/// A channel's tree.
+pub struct Tree {
+    chan: u32,
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+    id_prefix: [u8; 8],
+    /// Files with open handles (kept while unlinked).
+    pub open_count: HashMap<u64, u32>,
+}
+
+/// The changes one operation makes, for the store.
+pub struct Changes {
+    muts: Vec<Mut>,
+    chan: u32,
+}
+
+impl Changes {
+    fn node(&mut self, ino: u64, n: &Node) {
+        self.muts.push(Mut::Inode(self.chan, ino, Some(n.encode())));
+    }
+    fn gone(&mut self, ino: u64) {
+        self.muts.push(Mut::Inode(self.chan, ino, None));
+    }
+    fn dirent(&mut self, parent: u64, name: &[u8], ino: Option<u64>) {
+        self.muts
+            .push(Mut::Dirent(self.chan, parent, name.to_vec(), ino));
+    }
+    fn op(&mut self, hlc: u64, op: Op) {
+        self.muts.push(Mut::Journal(self.chan, hlc, op));
+    }
+    /// Adds a raw mutation.
+    pub fn push(&mut self, m: Mut) {
+        self.muts.push(m);
+    }
+    /// The mutations.
+    pub fn into_muts(self) -> Vec<Mut> {
+        self.muts
+    }
+}
+
+fn check_name(name: &[u8]) -> R<()> {
+    if name.len() > NAME_MAX {
+        return Err(libc::ENAMETOOLONG);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".."
+    {
+        return Err(libc::EINVAL);
+    }
+    Ok(())
+}
+
+impl Tree {
+    /// Loads a channel's tree from the store, creating the root if new.
+    pub fn load(
+        store: &Store,
+        chan: u32,
+        id_prefix: [u8; 8],
+    ) -> Result<(Tree, Vec<Mut>), StoreError> {
+        let (inodes, dirents) = store.load_tree(chan)?;
+        let mut nodes = HashMap::new();
+        let mut next_ino = ROOT + 1;
+        for (ino, bytes) in inodes {
+            if ino == 0 {
+                if let Ok(b) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                    next_ino = next_ino.max(u64::from_le_bytes(b));
+                }
+                continue;
+            }
+            let Stored::V1(n) = postcard::from_bytes(&bytes)?;
+            next_ino = next_ino.max(ino + 1);
+            nodes.insert(ino, n);
+        }
+        for (parent, name, ino) in dirents {
+            if let Some(p) = nodes.get_mut(&parent) {
+                p.entries.insert(name, ino);
+            }
+        }
+        let mut tree = Tree {
+            chan,
+            nodes,
+            next_ino,
+            id_prefix,
+            open_count: HashMap::new(),
+        };
+        let mut ch = Changes {
+            muts: Vec::new(),
+            chan,
+        };
+        #[allow(clippy::map_entry)]
+        if !tree.nodes.contains_key(&ROOT) {
+            let t = now_ns();
+            let root = Node {
+                id: FileId::ROOT,
+                kind: NodeKind::Dir,
+                perm: 0o755,
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+                nlink: 2,
+                size: 0,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                content: None,
+                target: Vec::new(),
+                xattrs: BTreeMap::new(),
+                parent: ROOT,
+                entries: BTreeMap::new(),
+                manifest: None,
+            };
+            ch.node(ROOT, &root);
+            tree.nodes.insert(ROOT, root);
+        }
+        // Files unlinked while open when the node stopped.
+        let orphans: Vec<u64> = tree
+            .nodes
+            .iter()
+            .filter(|(i, n)| **i != ROOT && n.nlink == 0)
+            .map(|(i, _)| *i)
+            .collect();
+        for ino in orphans {
+            tree.nodes.remove(&ino);
+            ch.gone(ino);
+        }
+        Ok((tree, ch.muts))
+    }
+
+    /// A change set for this tree's channel.
+    pub fn changes(&self) -> Changes {
+        Changes {
+            muts: Vec::new(),
+            chan: self.chan,
+        }
+    }
+
+    /// The node `ino`.
+    pub fn get(&self, ino: u64) -> R<&Node> {
+        self.nodes.get(&ino).ok_or(libc::ENOENT)
+    }
+
+    /// The node `ino`, mutable.
+    pub fn get_mut(&mut self, ino: u64) -> R<&mut Node> {
+        self.nodes.get_mut(&ino).ok_or(libc::ENOENT)
+    }
+
+    /// Records `ino`'s current state in `ch`.
+    pub fn persist(&self, ino: u64, ch: &mut Changes) {
+        if let Some(n) = self.nodes.get(&ino) {
+            ch.node(ino, n);
+        }
+    }
+
+    /// Appends a journal entry to `ch`.
+    pub fn journal(&self, ch: &mut Changes, hlc: u64, op: Op) {
+        ch.op(hlc, op);
+    }
+
+    fn dir(&self, ino: u64) -> R<&Node> {
+        let n = self.get(ino)?;
+        if n.kind != NodeKind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(n)
+    }
+
+    /// Looks `name` up in `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> R<u64> {
+        if name.len() > NAME_MAX {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let p = self.dir(parent)?;
+        match name {
+            b"." => Ok(parent),
+            b".." => Ok(p.parent),
+            _ => p.entries.get(name).copied().ok_or(libc::ENOENT),
+        }
+    }
+
+    /// Number of files (non-directories) and their total size.
+    pub fn totals(&self) -> (u64, u64) {
+        self.nodes
+            .values()
+            .filter(|n| n.kind != NodeKind::Dir)
+            .fold((0, 0), |(c, b), n| (c + 1, b + n.size))
+    }
+
+    fn touch_dir(&mut self, ino: u64, t: i64, ch: &mut Changes) {
+        if let Some(d) = self.nodes.get_mut(&ino) {
+            d.mtime = t;
+            d.ctime = t;
+        }
+        self.persist(ino, ch);
+    }
+
+    /// Creates a node named `name` in `parent`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        target: Vec<u8>,
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> R<u64> {
+        check_name(name)?;
+        let p = self.dir(parent)?;
+        if p.entries.contains_key(name) {
+            return Err(libc::EEXIST);
+        }
+        let (pgid, psetgid, pid) = (p.gid, p.perm & libc::S_ISGID != 0, p.id);
+        let mut perm = mode & 0o7777;
+        let gid = if psetgid {
+            if kind == NodeKind::Dir {
+                perm |= libc::S_ISGID;
+            }
+            pgid
+        } else {
+            gid
+        };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let t = now_ns();
+        let id = FileId::new(self.id_prefix, ino);
+        let node = Node {
+            id,
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
+            size: if kind == NodeKind::Symlink {
+                target.len() as u64
+            } else {
+                0
+            },
+            atime: t,
+            mtime: t,
+            ctime: t,
+            content: None,
+            target: target.clone(),
+            xattrs: BTreeMap::new(),
+            parent,
+            entries: BTreeMap::new(),
+            manifest: None,
+        };
+        ch.node(ino, &node);
+        self.nodes.insert(ino, node);
+        ch.muts.push(Mut::Inode(
+            self.chan,
+            0,
+            Some(self.next_ino.to_le_bytes().to_vec()),
+        ));
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.entries.insert(name.to_vec(), ino);
+            if kind == NodeKind::Dir {
+                p.nlink += 1;
+            }
+        }
+        self.touch_dir(parent, t, ch);
+        ch.dirent(parent, name, Some(ino));
+        ch.op(
+            hlc,
+            Op::Create {
+                id,
+                parent: pid,
+                name: name.to_vec(),
+                kind,
+                mode: perm,
+                target,
+            },
+        );
+        Ok(ino)
+    }
+
+    /// Drops a node whose last name went and that no handle holds.
+    fn maybe_free(&mut self, ino: u64, ch: &mut Changes) {
+        let free = self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.nlink == 0 && self.open_count.get(&ino).copied().unwrap_or(0) == 0);
+        if free {
+            self.nodes.remove(&ino);
+            ch.gone(ino);
+        } else {
+            self.persist(ino, ch);
+        }
+    }
+
+    /// Called when the last handle of `ino` closes.
+    pub fn released(&mut self, ino: u64, ch: &mut Changes) {
+        self.open_count.remove(&ino);
+        if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
+            self.nodes.remove(&ino);
+            ch.gone(ino);
+        }
+    }
+
+    /// Removes a non-directory name.
+    pub fn unlink(&mut self, parent: u64, name: &[u8], hlc: u64, ch: &mut Changes) -> R<u64> {
+        let ino = self.lookup(parent, name)?;
+        let n = self.get(ino)?;
+        if n.kind == NodeKind::Dir {
+            return Err(libc::EISDIR);
+        }
+        let id = n.id;
+        let pid = self.get(parent)?.id;
+        let t = now_ns();
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.entries.remove(name);
+        }
+        self.touch_dir(parent, t, ch);
+        ch.dirent(parent, name, None);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink = n.nlink.saturating_sub(1);
+            n.ctime = t;
+        }
+        self.maybe_free(ino, ch);
+        ch.op(
+            hlc,
+            Op::Remove {
+                id,
+                parent: pid,
+                name: name.to_vec(),
+            },
+        );
+        Ok(ino)
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, parent: u64, name: &[u8], hlc: u64, ch: &mut Changes) -> R<()> {
+        if name == b"." {
+            return Err(libc::EINVAL);
+        }
+        if name == b".." {
+            return Err(libc::ENOTEMPTY);
+        }
+        let ino = self.lookup(parent, name)?;
+        let n = self.dir(ino)?;
+        if !n.entries.is_empty() {
+            return Err(libc::ENOTEMPTY);
+        }
+        let id = n.id;
+        let pid = self.get(parent)?.id;
+        let t = now_ns();
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.entries.remove(name);
+            p.nlink = p.nlink.saturating_sub(1);
+        }
+        self.touch_dir(parent, t, ch);
+        ch.dirent(parent, name, None);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink = 0;
+            n.ctime = t;
+        }
+        self.maybe_free(ino, ch);
+        ch.op(
+            hlc,
+            Op::Remove {
+                id,
+                parent: pid,
+                name: name.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    /// True when `anc` is `ino` or one of its ancestors.
+    fn is_ancestor(&self, anc: u64, mut ino: u64) -> bool {
+        loop {
+            if ino == anc {
+                return true;
+            }
+            if ino == ROOT {
+                return false;
+            }
+            match self.nodes.get(&ino) {
+                Some(n) => ino = n.parent,
+                None => return false,
+            }
+        }
+    }
+
+    /// Renames `parent/name` to `newparent/newname` (`RENAME_NOREPLACE`,
+    /// `RENAME_EXCHANGE` honoured). Returns the inode replaced, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> R<Option<u64>> {
+        check_name(newname)?;
+        if name.len() > NAME_MAX {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let src = self.lookup(parent, name)?;
+        self.dir(newparent)?;
+        let dst = self.get(newparent)?.entries.get(newname).copied();
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(libc::EEXIST);
+        }
+        if exchange && dst.is_none() {
+            return Err(libc::ENOENT);
+        }
+        if dst == Some(src) {
+            return Ok(None);
+        }
+        let src_dir = self.get(src)?.kind == NodeKind::Dir;
+        if src_dir && self.is_ancestor(src, newparent) {
+            return Err(libc::EINVAL);
+        }
+        let t = now_ns();
+        let (pid, npid) = (self.get(parent)?.id, self.get(newparent)?.id);
+        if exchange {
+            let dst = dst.ok_or(libc::ENOENT)?;
+            let dst_dir = self.get(dst)?.kind == NodeKind::Dir;
+            if dst_dir && self.is_ancestor(dst, parent) {
+                return Err(libc::EINVAL);
+            }
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.entries.insert(name.to_vec(), dst);
+            }
+            if let Some(p) = self.nodes.get_mut(&newparent) {
+                p.entries.insert(newname.to_vec(), src);
+            }
+            if src_dir != dst_dir && parent != newparent {
+                let (from, to) = if src_dir {
+                    (parent, newparent)
+                } else {
+                    (newparent, parent)
+                };
+                if let Some(p) = self.nodes.get_mut(&from) {
+                    p.nlink -= 1;
+                }
+                if let Some(p) = self.nodes.get_mut(&to) {
+                    p.nlink += 1;
+                }
+            }
+            for (ino, par) in [(src, newparent), (dst, parent)] {
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.ctime = t;
+                    if n.kind == NodeKind::Dir {
+                        n.parent = par;
+                    }
+                }
+                self.persist(ino, ch);
+            }
+            self.touch_dir(parent, t, ch);
+            self.touch_dir(newparent, t, ch);
+            ch.dirent(parent, name, Some(dst));
+            ch.dirent(newparent, newname, Some(src));
+            let (sid, did) = (self.get(src)?.id, self.get(dst)?.id);
+            ch.op(
+                hlc,
+                Op::Move {
+                    id: sid,
+                    parent: npid,
+                    name: newname.to_vec(),
+                    old_parent: pid,
+                    old_name: name.to_vec(),
+                },
+            );
+            ch.op(
+                hlc,
+                Op::Move {
+                    id: did,
+                    parent: pid,
+                    name: name.to_vec(),
+                    old_parent: npid,
+                    old_name: newname.to_vec(),
+                },
+            );
+            return Ok(None);
+        }
+        if let Some(d) = dst {
+            let dn = self.get(d)?;
+            match (src_dir, dn.kind == NodeKind::Dir) {
+                (true, false) => return Err(libc::ENOTDIR),
+                (false, true) => return Err(libc::EISDIR),
+                (true, true) if !dn.entries.is_empty() => return Err(libc::ENOTEMPTY),
+                _ => {}
+            }
+            let did = dn.id;
+            if let Some(n) = self.nodes.get_mut(&d) {
+                if n.kind == NodeKind::Dir {
+                    n.nlink = 0;
+                } else {
+                    n.nlink = n.nlink.saturating_sub(1);
+                }
+                n.ctime = t;
+            }
+            if src_dir {
+                if let Some(p) = self.nodes.get_mut(&newparent) {
+                    p.nlink -= 1;
+                }
+            }
+            self.maybe_free(d, ch);
+            ch.op(
+                hlc,
+                Op::Remove {
+                    id: did,
+                    parent: npid,
+                    name: newname.to_vec(),
+                },
+            );
+        }
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.entries.remove(name);
+            if src_dir {
+                p.nlink -= 1;
+            }
+        }
+        if let Some(p) = self.nodes.get_mut(&newparent) {
+            p.entries.insert(newname.to_vec(), src);
+            if src_dir {
+                p.nlink += 1;
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&src) {
+            n.ctime = t;
+            if src_dir {
+                n.parent = newparent;
+            }
+        }
+        self.persist(src, ch);
+        self.touch_dir(parent, t, ch);
+        if newparent != parent {
+            self.touch_dir(newparent, t, ch);
+        }
+        ch.dirent(parent, name, None);
+        ch.dirent(newparent, newname, Some(src));
+        let sid = self.get(src)?.id;
+        ch.op(
+            hlc,
+            Op::Move {
+                id: sid,
+                parent: npid,
+                name: newname.to_vec(),
+                old_parent: pid,
+                old_name: name.to_vec(),
+            },
+        );
+        Ok(dst)
+    }
+
+    /// Adds the name `newparent/newname` for `ino` (hard link).
+    pub fn link(
+        &mut self,
+        ino: u64,
+        newparent: u64,
+        newname: &[u8],
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> R<()> {
+        check_name(newname)?;
+        let n = self.get(ino)?;
+        if n.kind == NodeKind::Dir {
+            return Err(libc::EPERM);
+        }
+        if n.nlink == 0 {
+            return Err(libc::ENOENT);
+        }
+        let id = n.id;
+        let p = self.dir(newparent)?;
+        if p.entries.contains_key(newname) {
+            return Err(libc::EEXIST);
+        }
+        let pid = p.id;
+        let t = now_ns();
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink += 1;
+            n.ctime = t;
+        }
+        self.persist(ino, ch);
+        if let Some(p) = self.nodes.get_mut(&newparent) {
+            p.entries.insert(newname.to_vec(), ino);
+        }
+        self.touch_dir(newparent, t, ch);
+        ch.dirent(newparent, newname, Some(ino));
+        ch.op(
+            hlc,
+            Op::Link {
+                id,
+                parent: pid,
+                name: newname.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Changes mode, owner and times.
+    pub fn set_attr(&mut self, ino: u64, a: &AttrChange, hlc: u64, ch: &mut Changes) -> R<()> {
+        let t = now_ns();
+        let n = self.get_mut(ino)?;
+        if let Some(m) = a.mode {
+            n.perm = m & 0o7777;
+        }
+        if let Some(u) = a.uid {
+            n.uid = u;
+        }
+        if let Some(g) = a.gid {
+            n.gid = g;
+        }
+        if let Some(x) = a.atime {
+            n.atime = x;
+        }
+        if let Some(x) = a.mtime {
+            n.mtime = x;
+        }
+        n.ctime = t;
+        let id = n.id;
+        self.persist(ino, ch);
+        ch.op(
+            hlc,
+            Op::SetAttr {
+                id,
+                attr: a.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes an extended attribute.
+    pub fn set_xattr(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: Option<Vec<u8>>,
+        flags: i32,
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> R<()> {
+        let n = self.get_mut(ino)?;
+        let exists = n.xattrs.contains_key(name);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(libc::EEXIST);
+        }
+        if (flags & libc::XATTR_REPLACE != 0 || value.is_none()) && !exists {
+            return Err(libc::ENODATA);
+        }
+        match &value {
+            Some(v) => n.xattrs.insert(name.to_vec(), v.clone()),
+            None => n.xattrs.remove(name),
+        };
+        n.ctime = now_ns();
+        let id = n.id;
+        self.persist(ino, ch);
+        ch.op(
+            hlc,
+            Op::Xattr {
+                id,
+                name: name.to_vec(),
+                value,
+            },
+        );
+        Ok(())
+    }
+
+    /// Directory entries (with `.` and `..`) from position `offset`.
+    pub fn list(&self, ino: u64, offset: usize) -> R<Vec<(u64, NodeKind, Vec<u8>)>> {
+        let d = self.dir(ino)?;
+        let mut out = Vec::new();
+        let dots = [(ino, b".".to_vec()), (d.parent, b"..".to_vec())];
+        for (i, (n, name)) in dots.into_iter().enumerate() {
+            if i >= offset {
+                out.push((n, NodeKind::Dir, name));
+            }
+        }
+        for (name, &child) in d.entries.iter().skip(offset.saturating_sub(2)) {
+            let kind = self
+                .nodes
+                .get(&child)
+                .map(|n| n.kind)
+                .unwrap_or(NodeKind::File);
+            out.push((child, kind, name.clone()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,332 @@
+//! The `chanfs` command: a thin client of the node, except for `init`,
+//! `id`, `completions` and the hidden `node` command that runs the daemon.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{CommandFactory, Parser};
+
+use chanfs::cli::{ChannelCommand, Cli, Command};
+use chanfs::control::{self, ClientError, Reply, Request, Status};
+use chanfs::home::{self, Config, Home};
+use chanfs::{identity, node};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = home::resolve(cli.home.clone());
+    let logs_to_file = matches!(cli.command, Command::Node);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHANFS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if logs_to_file { "info" } else { "warn" })
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(cli, &home) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chanfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn need_init(home: &Home) -> anyhow::Result<()> {
+    if !home.initialized() {
+        bail!(
+            "home {} is not initialized: run `chanfs init` first",
+            home.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn not_running() -> anyhow::Error {
+    anyhow::anyhow!("node not running: start it with `chanfs mount CHANNEL DIR`")
+}
+
+/// Sends a request to the running node.
+fn ask(home: &Home, req: &Request) -> anyhow::Result<Reply> {
+    match control::call(&home.socket(), req) {
+        Ok(Reply::Err(e)) => bail!("{e}"),
+        Ok(r) => Ok(r),
+        Err(ClientError::NotRunning) => Err(not_running()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cli: Cli, home: &Home) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { listen, cert, key } => {
+            init(home, &listen, cert.as_deref().zip(key.as_deref()))
+        }
+        Command::Id => {
+            need_init(home)?;
+            println!("{}", identity::load(home.identity())?.id);
+            Ok(())
+        }
+        Command::Channel { command } => channel(home, command),
+        Command::Mount {
+            name,
+            dir,
+            foreground,
+            allow_other,
+        } => mount(home, &name, &dir, foreground, allow_other),
+        Command::Unmount { dir } => {
+            let dir = std::path::absolute(&dir)?;
+            match ask(home, &Request::Unmount { dir: dir.clone() }) {
+                Ok(_) => Ok(()),
+                Err(e) if e.to_string().starts_with("node not running") && is_mountpoint(&dir) => {
+                    node::unmount_dir(&dir).map_err(|e| anyhow::anyhow!(e))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Status { json } => {
+            need_init(home)?;
+            let Reply::Status(s) = ask(home, &Request::Status)? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "chanfs", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Node => {
+            need_init(home)?;
+            let _ = nix::unistd::setsid();
+            node::run(home, None)
+        }
+    }
+}
+
+fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Result<()> {
+    if home.initialized() {
+        bail!(
+            "home {} is already initialized (node id {})",
+            home.dir.display(),
+            identity::load(home.identity())?.id
+        );
+    }
+    listen
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:7000"))?;
+    std::fs::create_dir_all(&home.dir)
+        .with_context(|| format!("creating {}", home.dir.display()))?;
+    let id = identity::create(home.identity(), import)?;
+    let cfg = Config {
+        listen: listen.to_string(),
+        bootstrap: Vec::new(),
+    };
+    std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;
+    println!("{}", id.id);
+    Ok(())
+}
+
+fn open_store(home: &Home) -> anyhow::Result<chanfs::store::Store> {
+    let ident = identity::load(home.identity())?;
+    Ok(chanfs::store::Store::open(
+        &home.store(),
+        ident.key,
+        ident.id.0,
+    )?)
+}
+
+fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.')
+}
+
+fn channel(home: &Home, cmd: ChannelCommand) -> anyhow::Result<()> {
+    need_init(home)?;
+    let running = control::running(&home.socket());
+    match cmd {
+        ChannelCommand::Create { name } => {
+            if !valid_channel_name(&name) {
+                bail!("invalid channel name {name:?}: use letters, digits, '-', '_' and '.'");
+            }
+            if running {
+                ask(home, &Request::ChannelCreate { name: name.clone() })?;
+            } else {
+                let s = open_store(home)?;
+                s.create_channel(&name)?;
+                s.close()?;
+            }
+            println!("created channel {name}");
+        }
+        ChannelCommand::List => {
+            let names = if running {
+                match ask(home, &Request::ChannelList)? {
+                    Reply::Channels(c) => c,
+                    _ => bail!("unexpected reply"),
+                }
+            } else {
+                let s = open_store(home)?;
+                let c = s.channels()?.into_iter().map(|c| c.name).collect();
+                s.close()?;
+                c
+            };
+            for n in names {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_mountpoint(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn mount(
+    home: &Home,
+    name: &str,
+    dir: &Path,
+    foreground: bool,
+    allow_other: bool,
+) -> anyhow::Result<()> {
+    need_init(home)?;
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "no FUSE device (/dev/fuse): install fuse3 and load the fuse module (`modprobe fuse`)"
+        );
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("mount directory {} does not exist", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let dir = std::fs::canonicalize(dir)?;
+    if is_mountpoint(&dir) {
+        bail!("{} is already mounted", dir.display());
+    }
+    if foreground {
+        if control::running(&home.socket()) {
+            bail!(
+                "a node is already running for {}: mount without --foreground",
+                home.dir.display()
+            );
+        }
+        return node::run(home, Some((name.to_string(), dir, allow_other)));
+    }
+    let req = Request::Mount {
+        channel: name.to_string(),
+        dir: dir.clone(),
+        allow_other,
+    };
+    for _ in 0..3 {
+        if !control::running(&home.socket()) {
+            start_node(home)?;
+        }
+        match ask(home, &req) {
+            Err(e) if e.to_string() == node::STOPPING => {
+                std::thread::sleep(Duration::from_millis(300))
+            }
+            other => return other.map(|_| ()),
+        }
+    }
+    bail!("the node kept stopping; try again")
+}
+
+/// Starts the node detached and waits until it answers.
+fn start_node(home: &Home) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log())?;
+    let mut child = std::process::Command::new(exe)
+        .arg("--home")
+        .arg(&home.dir)
+        .arg("node")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the node")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if control::running(&home.socket()) {
+            return Ok(());
+        }
+        if let Some(st) = child.try_wait()? {
+            let text = std::fs::read_to_string(home.log()).unwrap_or_default();
+            let last = text.lines().last().unwrap_or("").to_string();
+            bail!(
+                "the node exited ({st}) at start: {last} (log: {})",
+                home.log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "the node did not start within 20 s (log: {})",
+        home.log().display()
+    )
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn print_status(s: &Status) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "node     pid {}  id {}", s.pid, s.node_id);
+    let _ = writeln!(o, "listen   {}", s.listen);
+    for m in &s.mounts {
+        let _ = writeln!(
+            o,
+            "mount    {} at {}  ({} files, {})",
+            m.channel,
+            m.dir.display(),
+            m.files,
+            human(m.logical_bytes)
+        );
+    }
+    if s.mounts.is_empty() {
+        let _ = writeln!(o, "mount    (none)");
+    }
+    let _ = writeln!(
+        o,
+        "store    {} logical, {} stored, dedup {:.2}x, {} chunks",
+        human(s.logical_bytes),
+        human(s.stored_bytes),
+        s.dedup_ratio,
+        s.chunks
+    );
+    let _ = writeln!(o, "journal  {} entries", s.journal_entries);
+    let _ = writeln!(o, "memory   {} resident", human(s.rss_bytes));
+}

@@ -1,0 +1,383 @@
+//! The node: one process per home that owns the store and every mount, and
+//! answers the CLI on the control socket. It exits when its last mount goes
+//! (or when nothing was mounted within a short while after it started).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fuser::{MountOption, SessionACL};
+
+use crate::control::{self, MountStatus, Reply, Request, Status};
+use crate::fs::{ChanFs, FuseFs};
+use crate::home::Home;
+use crate::journal::Hlc;
+use crate::store::{Store, StoreError};
+
+/// Reply to a mount that raced with the node's exit.
+pub const STOPPING: &str = "the node is stopping";
+
+/// How long a node started without a mount waits for one.
+const IDLE_EXIT: Duration = Duration::from_secs(20);
+
+struct MountEntry {
+    channel: String,
+    fs: Arc<ChanFs>,
+}
+
+/// The running node.
+pub struct Node {
+    home: Home,
+    store: Arc<Store>,
+    hlc: Arc<Hlc>,
+    node_id: String,
+    listen: String,
+    mounts: Mutex<HashMap<PathBuf, MountEntry>>,
+    changed: Condvar,
+    had_mount: Mutex<bool>,
+    stopping: Mutex<bool>,
+    clients: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Binds the control socket, refusing when another node answers on it.
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    if control::running(socket) {
+        anyhow::bail!("a node is already running for this home");
+    }
+    let _ = std::fs::remove_file(socket);
+    UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// Unmounts `dir` (umount(2) as root, else fusermount3).
+pub fn unmount_dir(dir: &Path) -> Result<(), String> {
+    match nix::mount::umount(dir) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => Err(format!(
+            "{} is busy: close the files and shells using it",
+            dir.display()
+        )),
+        Err(nix::errno::Errno::EPERM) => {
+            let out = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(dir)
+                .output()
+                .map_err(|e| format!("running fusermount3: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        }
+        Err(e) => Err(format!("unmounting {}: {e}", dir.display())),
+    }
+}
+
+impl Node {
+    /// Mounts `channel` at `dir`; returns once the mount is usable.
+    pub fn mount(
+        self: &Arc<Self>,
+        channel: &str,
+        dir: &Path,
+        allow_other: bool,
+    ) -> Result<(), String> {
+        let mut mounts = lock(&self.mounts);
+        if *lock(&self.stopping) {
+            return Err(STOPPING.to_string());
+        }
+        if mounts.contains_key(dir) {
+            return Err(format!("{} is already mounted", dir.display()));
+        }
+        if let Some((d, _)) = mounts.iter().find(|(_, m)| m.channel == channel) {
+            return Err(format!(
+                "channel {channel:?} is already mounted at {}",
+                d.display()
+            ));
+        }
+        let rec = self.store.channel(channel).map_err(|e| match e {
+            StoreError::UnknownChannel(_) => {
+                format!(
+                    "unknown channel {channel:?}: create it with `chanfs channel create {channel}`"
+                )
+            }
+            e => e.to_string(),
+        })?;
+        let fs = Arc::new(
+            ChanFs::open(self.store.clone(), rec.local, self.hlc.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        let mut cfg = fuser::Config::default();
+        cfg.mount_options = vec![
+            MountOption::FSName(format!("chanfs:{channel}")),
+            MountOption::Subtype("chanfs".into()),
+            MountOption::DefaultPermissions,
+        ];
+        cfg.acl = if allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        cfg.n_threads = Some(4);
+        cfg.clone_fd = true;
+        let session = fuser::Session::new(FuseFs(fs.clone()), dir, &cfg)
+            .map_err(|e| format!("mounting at {}: {e}", dir.display()))?;
+        let node = self.clone();
+        let d = dir.to_path_buf();
+        let f2 = fs.clone();
+        std::thread::Builder::new()
+            .name("chanfs-session".into())
+            .spawn(move || {
+                if let Err(e) = session.run() {
+                    tracing::error!("session at {} ended: {e}", d.display());
+                }
+                f2.flush_all();
+                if let Err(e) = node.store.sync() {
+                    tracing::error!("sync after unmount: {e}");
+                }
+                lock(&node.mounts).remove(&d);
+                node.changed.notify_all();
+                tracing::info!("unmounted {}", d.display());
+            })
+            .map_err(|e| e.to_string())?;
+        mounts.insert(
+            dir.to_path_buf(),
+            MountEntry {
+                channel: channel.to_string(),
+                fs,
+            },
+        );
+        *lock(&self.had_mount) = true;
+        tracing::info!("mounted channel {channel} at {}", dir.display());
+        Ok(())
+    }
+
+    /// Flushes and unmounts `dir`, waiting until the session ended.
+    pub fn unmount(&self, dir: &Path) -> Result<(), String> {
+        let fs = match lock(&self.mounts).get(dir) {
+            Some(m) => m.fs.clone(),
+            None => return Err(format!("{} is not mounted by this node", dir.display())),
+        };
+        fs.flush_all();
+        self.store.sync().map_err(|e| e.to_string())?;
+        unmount_dir(dir)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut mounts = lock(&self.mounts);
+        while mounts.contains_key(dir) && Instant::now() < deadline {
+            mounts = self
+                .changed
+                .wait_timeout(mounts, Duration::from_millis(200))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let mounts: Vec<MountStatus> = lock(&self.mounts)
+            .iter()
+            .map(|(d, m)| {
+                let (files, bytes) = m.fs.totals();
+                MountStatus {
+                    channel: m.channel.clone(),
+                    dir: d.clone(),
+                    files,
+                    logical_bytes: bytes,
+                }
+            })
+            .collect();
+        let s = self.store.stats();
+        let logical: u64 = mounts.iter().map(|m| m.logical_bytes).sum();
+        Status {
+            pid: std::process::id(),
+            node_id: self.node_id.clone(),
+            listen: self.listen.clone(),
+            logical_bytes: logical,
+            stored_bytes: s.stored_bytes,
+            dedup_ratio: if s.stored_bytes == 0 {
+                1.0
+            } else {
+                logical as f64 / s.stored_bytes as f64
+            },
+            chunks: s.chunks,
+            journal_entries: s.journal_entries,
+            rss_bytes: rss_bytes(),
+            mounts,
+        }
+    }
+
+    fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let r = match req {
+            Request::Mount {
+                channel,
+                dir,
+                allow_other,
+            } => self.mount(&channel, &dir, allow_other).map(|()| Reply::Ok),
+            Request::Unmount { dir } => self.unmount(&dir).map(|()| Reply::Ok),
+            Request::Status => Ok(Reply::Status(self.status())),
+            Request::ChannelCreate { name } => self
+                .store
+                .create_channel(&name)
+                .map(|_| Reply::Ok)
+                .map_err(|e| e.to_string()),
+            Request::ChannelList => self
+                .store
+                .channels()
+                .map(|c| Reply::Channels(c.into_iter().map(|c| c.name).collect()))
+                .map_err(|e| e.to_string()),
+        };
+        r.unwrap_or_else(Reply::Err)
+    }
+
+    fn serve(self: &Arc<Self>, s: UnixStream) -> anyhow::Result<()> {
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line)?;
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => self.handle(req),
+            Err(e) => Reply::Err(format!("malformed request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&reply)?;
+        out.push(b'\n');
+        (&s).write_all(&out)?;
+        Ok(())
+    }
+
+    fn unmount_all(&self) {
+        let dirs: Vec<PathBuf> = lock(&self.mounts).keys().cloned().collect();
+        for d in dirs {
+            if let Err(e) = self.unmount(&d) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+}
+
+/// Runs the node until its last mount goes. With `first`, mounts it before
+/// serving (foreground mode) and fails if that mount fails.
+pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Result<()> {
+    // Signals are taken by one thread with sigwait; block them everywhere
+    // before any other thread starts.
+    let mut sigs = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
+        sigs.add(s);
+    }
+    sigs.thread_block()?;
+    let listener = bind(&home.socket())?;
+    let ident = crate::identity::load(home.identity())?;
+    let cfg = home.config()?;
+    // A node that is just stopping may still hold the database for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match Store::open(&home.store(), ident.key.clone(), ident.id.0) {
+            Ok(s) => break Arc::new(s),
+            Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let node = Arc::new(Node {
+        home: home.clone(),
+        store: store.clone(),
+        hlc: Arc::new(Hlc::default()),
+        node_id: ident.id.to_string(),
+        listen: cfg.listen.clone(),
+        mounts: Mutex::new(HashMap::new()),
+        changed: Condvar::new(),
+        had_mount: Mutex::new(false),
+        stopping: Mutex::new(false),
+        clients: std::sync::atomic::AtomicUsize::new(0),
+    });
+    if let Some((channel, dir, allow_other)) = first {
+        if let Err(e) = node.mount(&channel, &dir, allow_other) {
+            let _ = std::fs::remove_file(node.home.socket());
+            let _ = store.close();
+            anyhow::bail!(e);
+        }
+    }
+    {
+        let node = node.clone();
+        std::thread::Builder::new()
+            .name("chanfs-signals".into())
+            .spawn(move || {
+                if let Ok(sig) = sigs.wait() {
+                    tracing::info!("{sig}: unmounting everything");
+                    node.unmount_all();
+                    *lock(&node.had_mount) = true;
+                    node.changed.notify_all();
+                }
+            })?;
+    }
+    {
+        let node = node.clone();
+        std::thread::Builder::new()
+            .name("chanfs-control".into())
+            .spawn(move || {
+                for s in listener.incoming().flatten() {
+                    let node = node.clone();
+                    node.clients.fetch_add(1, Ordering::SeqCst);
+                    let spawned = std::thread::Builder::new()
+                        .name("chanfs-client".into())
+                        .spawn({
+                            let node = node.clone();
+                            move || {
+                                if let Err(e) = node.serve(s) {
+                                    tracing::warn!("control client: {e}");
+                                }
+                                node.clients.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        });
+                    if spawned.is_err() {
+                        node.clients.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            })?;
+    }
+    let started = Instant::now();
+    let mut mounts = lock(&node.mounts);
+    loop {
+        let idle = mounts.is_empty() && (*lock(&node.had_mount) || started.elapsed() > IDLE_EXIT);
+        if idle {
+            *lock(&node.stopping) = true;
+            break;
+        }
+        mounts = node
+            .changed
+            .wait_timeout(mounts, Duration::from_millis(500))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+    drop(mounts);
+    // Let replies in flight (the unmount that ended the last mount) go out.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.clients.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(node.home.socket());
+    store.close()?;
+    tracing::info!("node stopped");
+    Ok(())
+}

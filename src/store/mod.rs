@@ -1,0 +1,560 @@
+//! The store: redb metadata (inodes, directory entries, manifests, chunk
+//! index, journal, channels) and the chunk bytes in pack files. It knows
+//! nothing of FUSE or peers. Metadata changes arrive as batches of
+//! [`Mut`]ations; one committer thread writes them to redb in group commits
+//! (atomic, not yet durable) and makes them durable every second or when a
+//! caller asks with [`Store::sync`] (`fsync`, unmount).
+
+pub mod chunker;
+pub mod manifest;
+pub mod pack;
+pub mod ranges;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Entry, Op, SignedEntry};
+use manifest::Manifest;
+use pack::{Loc, Packs};
+
+/// A blake3 hash.
+pub type Hash = [u8; 32];
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-v1");
+const CHANNELS: TableDefinition<u32, &[u8]> = TableDefinition::new("channels-v1");
+const INODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inodes-v1");
+const DIRENTS: TableDefinition<(u32, u64, &[u8]), u64> = TableDefinition::new("dirents-v1");
+const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests-v1");
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-v1");
+const JOURNAL: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("journal-v1");
+
+/// Interval between durable commits when nobody asks for one.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File I/O failed.
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// redb failed.
+    #[error("store database: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt store record: {0}")]
+    Corrupt(String),
+    /// No such channel.
+    #[error("unknown channel {0:?}")]
+    UnknownChannel(String),
+    /// Channel name taken.
+    #[error("channel {0:?} already exists")]
+    ChannelExists(String),
+    /// The committer thread is gone.
+    #[error("store committer stopped: {0}")]
+    Stopped(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError {
+        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+    })*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A channel as stored locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRec {
+    /// Local number (key of the store's channel-scoped tables).
+    pub local: u32,
+    /// Global channel id.
+    pub id: [u8; 16],
+    /// Name.
+    pub name: String,
+    /// Leader node id.
+    pub leader: [u8; 32],
+}
+
+/// One metadata change, applied by the committer in order.
+#[derive(Debug)]
+pub enum Mut {
+    /// Put (`Some`) or delete an inode record.
+    Inode(u32, u64, Option<Vec<u8>>),
+    /// Put (`Some`) or delete a directory entry.
+    Dirent(u32, u64, Vec<u8>, Option<u64>),
+    /// Store a manifest.
+    Manifest(Hash, Vec<u8>),
+    /// Index a chunk.
+    Chunk(Hash, Loc),
+    /// Append a journal entry for this change (signed at commit).
+    Journal(u32, u64, Op),
+}
+
+enum Msg {
+    Batch(Vec<Mut>),
+    Sync(mpsc::SyncSender<Result<(), String>>),
+    Stop,
+}
+
+/// Figures for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Bytes of distinct chunks.
+    pub stored_bytes: u64,
+    /// Journal entries (all channels).
+    pub journal_entries: u64,
+}
+
+/// Counters shared with the committer.
+#[derive(Default)]
+struct Counters {
+    journal: AtomicU64,
+}
+
+/// The store of one home.
+pub struct Store {
+    db: Arc<Database>,
+    packs: Arc<Packs>,
+    chunks: RwLock<HashMap<Hash, Loc>>,
+    stored_bytes: AtomicU64,
+    tx: Mutex<Sender<Msg>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    node_id: [u8; 32],
+    staging: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir`.
+    pub fn open(dir: &Path, key: SigningKey, node_id: [u8; 32]) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = Arc::new(Database::create(dir.join("store.redb"))?);
+        let packs = Arc::new(Packs::open(&dir.join("packs"))?);
+        let staging = dir.join("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        let mut chunks = HashMap::new();
+        let mut stored = 0u64;
+        let mut seqs: HashMap<u32, u64> = HashMap::new();
+        let mut journal_len = 0u64;
+        {
+            let w = db.begin_write()?;
+            w.open_table(META)?;
+            w.open_table(CHANNELS)?;
+            w.open_table(INODES)?;
+            w.open_table(DIRENTS)?;
+            w.open_table(MANIFESTS)?;
+            w.open_table(CHUNKS)?;
+            w.open_table(JOURNAL)?;
+            w.commit()?;
+            let r = db.begin_read()?;
+            for item in r.open_table(CHUNKS)?.iter()? {
+                let (k, v) = item?;
+                let hash: Hash = k
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("chunk key".into()))?;
+                let loc: Loc = postcard::from_bytes(v.value())?;
+                stored += u64::from(loc.len);
+                chunks.insert(hash, loc);
+            }
+            for item in r.open_table(JOURNAL)?.iter()? {
+                let (k, _) = item?;
+                let (chan, seq) = k.value();
+                journal_len += 1;
+                let e = seqs.entry(chan).or_default();
+                *e = (*e).max(seq);
+            }
+        }
+        let counters = Arc::new(Counters::default());
+        counters.journal.store(journal_len, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let committer = Committer {
+            db: db.clone(),
+            packs: packs.clone(),
+            rx,
+            key,
+            node_id,
+            seqs,
+            channels: HashMap::new(),
+            counters: counters.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("chanfs-commit".into())
+            .spawn(move || committer.run())?;
+        Ok(Store {
+            db,
+            packs,
+            chunks: RwLock::new(chunks),
+            stored_bytes: AtomicU64::new(stored),
+            tx: Mutex::new(tx),
+            committer: Mutex::new(Some(handle)),
+            counters,
+            node_id,
+            staging,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> [u8; 32] {
+        self.node_id
+    }
+
+    /// Directory for the staging files of files being written.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    fn send(&self, m: Msg) -> Result<(), StoreError> {
+        self.tx
+            .lock()
+            .map_err(|_| StoreError::Stopped("lock poisoned".into()))?
+            .send(m)
+            .map_err(|_| StoreError::Stopped("committer exited".into()))
+    }
+
+    /// Queues a batch of changes; they commit atomically, in order.
+    pub fn submit(&self, batch: Vec<Mut>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(Msg::Batch(batch))
+    }
+
+    /// Waits until everything submitted so far is durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Msg::Sync(tx))?;
+        rx.recv()
+            .map_err(|_| StoreError::Stopped("committer exited".into()))?
+            .map_err(StoreError::Stopped)
+    }
+
+    /// Makes everything durable and stops the committer.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let r = self.sync();
+        let _ = self.send(Msg::Stop);
+        if let Ok(mut h) = self.committer.lock() {
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+        r
+    }
+
+    /// Stores a chunk unless an identical one is stored already.
+    pub fn put_chunk(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
+        if self.has_chunk(hash) {
+            return Ok(());
+        }
+        let loc = self.packs.append(hash, data)?;
+        {
+            let mut c = self
+                .chunks
+                .write()
+                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            if c.contains_key(hash) {
+                return Ok(());
+            }
+            c.insert(*hash, loc);
+        }
+        self.stored_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.submit(vec![Mut::Chunk(*hash, loc)])
+    }
+
+    /// True when the chunk is stored locally.
+    pub fn has_chunk(&self, hash: &Hash) -> bool {
+        self.chunks
+            .read()
+            .map(|c| c.contains_key(hash))
+            .unwrap_or(false)
+    }
+
+    /// Reads bytes of a stored chunk.
+    pub fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let loc = self
+            .chunks
+            .read()
+            .map_err(|_| std::io::Error::other("lock poisoned"))?
+            .get(hash)
+            .copied()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "chunk not stored"))?;
+        self.packs.read(&loc, within, buf)
+    }
+
+    /// Loads a manifest by hash.
+    pub fn load_manifest(&self, hash: &Hash) -> Result<Manifest, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(MANIFESTS)?;
+        let v = t
+            .get(&hash[..])?
+            .ok_or_else(|| StoreError::Corrupt("manifest missing".into()))?;
+        Ok(Manifest::from_bytes(v.value())?)
+    }
+
+    /// All channels.
+    pub fn channels(&self) -> Result<Vec<ChannelRec>, StoreError> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in r.open_table(CHANNELS)?.iter()? {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The channel called `name`.
+    pub fn channel(&self, name: &str) -> Result<ChannelRec, StoreError> {
+        self.channels()?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| StoreError::UnknownChannel(name.to_string()))
+    }
+
+    /// Creates a channel led by this node (durably).
+    pub fn create_channel(&self, name: &str) -> Result<ChannelRec, StoreError> {
+        let existing = self.channels()?;
+        if existing.iter().any(|c| c.name == name) {
+            return Err(StoreError::ChannelExists(name.to_string()));
+        }
+        let local = existing.iter().map(|c| c.local).max().unwrap_or(0) + 1;
+        let id: [u8; 16] = rand::random();
+        let rec = ChannelRec {
+            local,
+            id,
+            name: name.to_string(),
+            leader: self.node_id,
+        };
+        let mut w = self.db.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        w.open_table(CHANNELS)?
+            .insert(local, postcard::to_allocvec(&rec)?.as_slice())?;
+        w.commit()?;
+        Ok(rec)
+    }
+
+    /// Loads a channel's inode records and directory entries.
+    #[allow(clippy::type_complexity)]
+    pub fn load_tree(
+        &self,
+        chan: u32,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>, u64)>), StoreError> {
+        let r = self.db.begin_read()?;
+        let mut inodes = Vec::new();
+        for item in r
+            .open_table(INODES)?
+            .range((chan, 0u64)..=(chan, u64::MAX))?
+        {
+            let (k, v) = item?;
+            inodes.push((k.value().1, v.value().to_vec()));
+        }
+        let mut dirents = Vec::new();
+        let lo: (u32, u64, &[u8]) = (chan, 0, &[]);
+        let hi: (u32, u64, &[u8]) = (chan + 1, 0, &[]);
+        for item in r.open_table(DIRENTS)?.range(lo..hi)? {
+            let (k, v) = item?;
+            let (_, parent, name) = k.value();
+            dirents.push((parent, name.to_vec(), v.value()));
+        }
+        Ok((inodes, dirents))
+    }
+
+    /// Reads a channel's journal (for inspection and sync).
+    pub fn journal(&self, chan: u32) -> Result<Vec<SignedEntry>, StoreError> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in r
+            .open_table(JOURNAL)?
+            .range((chan, 0u64)..=(chan, u64::MAX))?
+        {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Figures for `status`.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            chunks: self.chunks.read().map(|c| c.len() as u64).unwrap_or(0),
+            stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+            journal_entries: self.counters.journal.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Committer {
+    db: Arc<Database>,
+    packs: Arc<Packs>,
+    rx: Receiver<Msg>,
+    key: SigningKey,
+    node_id: [u8; 32],
+    seqs: HashMap<u32, u64>,
+    channels: HashMap<u32, [u8; 16]>,
+    counters: Arc<Counters>,
+}
+
+impl Committer {
+    fn run(mut self) {
+        let mut last_durable = Instant::now();
+        let mut dirty = false;
+        loop {
+            let first = match self.rx.recv_timeout(DURABLE_EVERY) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batches = Vec::new();
+            let mut waiters = Vec::new();
+            let mut stop = false;
+            let mut next = first;
+            let mut n = 0;
+            while let Some(m) = next {
+                match m {
+                    Msg::Batch(b) => batches.push(b),
+                    Msg::Sync(w) => waiters.push(w),
+                    Msg::Stop => stop = true,
+                }
+                n += 1;
+                next = if n < 20_000 {
+                    self.rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            dirty |= !batches.is_empty();
+            let durable = !waiters.is_empty() || stop || last_durable.elapsed() >= DURABLE_EVERY;
+            if batches.is_empty() && !(durable && dirty) {
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            let saved = self.seqs.clone();
+            let res = self.commit(batches, durable).map_err(|e| e.to_string());
+            if res.is_err() {
+                self.seqs = saved;
+            }
+            if let Err(e) = &res {
+                tracing::error!("store commit failed: {e}");
+            }
+            if durable && res.is_ok() {
+                last_durable = Instant::now();
+                dirty = false;
+            }
+            for w in waiters {
+                let _ = w.send(res.clone());
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn channel_id(
+        &mut self,
+        w: &redb::WriteTransaction,
+        chan: u32,
+    ) -> Result<[u8; 16], StoreError> {
+        if let Some(id) = self.channels.get(&chan) {
+            return Ok(*id);
+        }
+        let t = w.open_table(CHANNELS)?;
+        let rec: ChannelRec = match t.get(chan)? {
+            Some(v) => postcard::from_bytes(v.value())?,
+            None => return Err(StoreError::UnknownChannel(chan.to_string())),
+        };
+        self.channels.insert(chan, rec.id);
+        Ok(rec.id)
+    }
+
+    fn commit(&mut self, batches: Vec<Vec<Mut>>, durable: bool) -> Result<(), StoreError> {
+        if durable {
+            self.packs.sync()?;
+        }
+        let mut w = self.db.begin_write()?;
+        w.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut added = 0u64;
+        {
+            let mut inodes = w.open_table(INODES)?;
+            let mut dirents = w.open_table(DIRENTS)?;
+            let mut manifests = w.open_table(MANIFESTS)?;
+            let mut chunks = w.open_table(CHUNKS)?;
+            let mut journal = w.open_table(JOURNAL)?;
+            for m in batches.into_iter().flatten() {
+                match m {
+                    Mut::Inode(c, ino, Some(rec)) => {
+                        inodes.insert((c, ino), rec.as_slice())?;
+                    }
+                    Mut::Inode(c, ino, None) => {
+                        inodes.remove((c, ino))?;
+                    }
+                    Mut::Dirent(c, parent, name, Some(ino)) => {
+                        dirents.insert((c, parent, name.as_slice()), ino)?;
+                    }
+                    Mut::Dirent(c, parent, name, None) => {
+                        dirents.remove((c, parent, name.as_slice()))?;
+                    }
+                    Mut::Manifest(h, bytes) => {
+                        manifests.insert(&h[..], bytes.as_slice())?;
+                    }
+                    Mut::Chunk(h, loc) => {
+                        chunks.insert(&h[..], postcard::to_allocvec(&loc)?.as_slice())?;
+                    }
+                    Mut::Journal(_, 0, _) => {}
+                    Mut::Journal(c, hlc, op) => {
+                        let channel = self.channel_id(&w, c)?;
+                        let seq = self.seqs.entry(c).or_default();
+                        *seq += 1;
+                        let entry = Entry {
+                            version: 1,
+                            channel,
+                            author: self.node_id,
+                            seq: *seq,
+                            hlc,
+                            op,
+                        };
+                        let signed = SignedEntry::sign(&entry, &self.key)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        journal.insert((c, *seq), postcard::to_allocvec(&signed)?.as_slice())?;
+                        added += 1;
+                    }
+                }
+            }
+        }
+        w.commit()?;
+        self.counters.journal.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+}

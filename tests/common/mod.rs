@@ -1,0 +1,219 @@
+//! Test harness: real chanfs nodes with their own homes and real FUSE
+//! mounts in temporary directories. Guards unmount and end the node on drop,
+//! even when a test fails, so tests can run in parallel and leave nothing.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Path of the built `chanfs` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_chanfs")
+}
+
+/// Fails loudly (never skips) when FUSE is not usable here.
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests need FUSE (install fuse3, load the fuse module)"
+    );
+    assert!(
+        which("fusermount3"),
+        "fusermount3 is missing: install the fuse3 package (apt-get install -y fuse3)"
+    );
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).exists()))
+        .unwrap_or(false)
+}
+
+/// A chanfs home with one channel, mounted.
+pub struct Mounted {
+    pub tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub mnt: PathBuf,
+    pub channel: String,
+    pub pid: Option<u32>,
+}
+
+/// Runs chanfs with `--home home` and returns its output.
+pub fn chanfs(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs chanfs and asserts success; returns stdout.
+pub fn chanfs_ok(home: &Path, args: &[&str]) -> String {
+    let o = chanfs(home, args);
+    assert!(
+        o.status.success(),
+        "chanfs {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+impl Mounted {
+    /// A fresh home, channel `work`, mounted.
+    pub fn new() -> Mounted {
+        Mounted::with_args(&[])
+    }
+
+    /// Like [`Mounted::new`], with extra `mount` arguments.
+    pub fn with_args(extra: &[&str]) -> Mounted {
+        require_fuse();
+        let tmp = tempfile::Builder::new()
+            .prefix("chanfs-test")
+            .tempdir()
+            .unwrap();
+        let home = tmp.path().join("home");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        chanfs_ok(&home, &["init"]);
+        chanfs_ok(&home, &["channel", "create", "work"]);
+        let mut m = Mounted {
+            tmp,
+            home,
+            mnt,
+            channel: "work".into(),
+            pid: None,
+        };
+        m.mount(extra);
+        m
+    }
+
+    /// Mounts the channel again (after an unmount or a crash).
+    pub fn mount(&mut self, extra: &[&str]) {
+        let mnt = self.mnt.to_str().unwrap().to_string();
+        let mut args = vec!["mount", "work", mnt.as_str()];
+        args.extend_from_slice(extra);
+        chanfs_ok(&self.home, &args);
+        self.pid = Some(self.status()["pid"].as_u64().unwrap() as u32);
+    }
+
+    /// `chanfs status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&chanfs_ok(&self.home, &["status", "--json"])).unwrap()
+    }
+
+    /// A path inside the mount.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// `chanfs unmount`, asserting success, and waits for the node to end.
+    pub fn unmount(&mut self) {
+        chanfs_ok(&self.home, &["unmount", self.mnt.to_str().unwrap()]);
+        self.wait_node_gone();
+    }
+
+    fn wait_node_gone(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                if is_zombie(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// `kill -9` the node, then clear the dead mount.
+    pub fn kill_node(&mut self) {
+        let pid = self.pid.take().expect("node pid");
+        Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !is_zombie(pid)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .output();
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.pid.is_some() {
+            let _ = Command::new(bin())
+                .arg("--home")
+                .arg(&self.home)
+                .arg("unmount")
+                .arg(&self.mnt)
+                .output();
+            // Whatever happened, leave no mount and no process behind.
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mnt)
+                .output();
+            if let Some(pid) = self.pid {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Path::new(&format!("/proc/{pid}")).exists()
+                    && !is_zombie(pid)
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                }
+            }
+        }
+    }
+}
+
+/// Runs a shell command in `dir`, asserting success; returns stdout.
+pub fn sh(dir: &Path, cmd: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}

@@ -1,0 +1,82 @@
+//! The chunk store as seen through a mount: identical content is stored
+//! once, a small edit in a big file stores only its neighbourhood, and every
+//! change is a journal entry.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+
+use common::*;
+
+fn stored(m: &Mounted) -> u64 {
+    m.status()["stored_bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn copies_dedup_and_small_edits_store_little() {
+    let m = Mounted::new();
+    let data = random_bytes(64 << 20, 5);
+    fs::write(m.p("big"), &data).unwrap();
+    let s0 = stored(&m);
+    assert!(
+        (64 << 20..(64 << 20) + (1 << 20)).contains(&s0),
+        "stored {s0}"
+    );
+    // A copy inside the mount adds (almost) nothing.
+    sh(&m.mnt, "cp big copy");
+    let s1 = stored(&m);
+    assert!(
+        s1 - s0 <= (64 << 20) / 100,
+        "copy stored {} new bytes",
+        s1 - s0
+    );
+    // A 4 KiB in-place write stores only around the edit.
+    let f = OpenOptions::new().write(true).open(m.p("big")).unwrap();
+    f.write_all_at(&random_bytes(4096, 6), 30 << 20).unwrap();
+    drop(f);
+    let s2 = stored(&m);
+    assert!(
+        s2 - s1 <= 512 << 10,
+        "4 KiB edit stored {} new bytes",
+        s2 - s1
+    );
+    let mut expect = data.clone();
+    expect[30 << 20..(30 << 20) + 4096].copy_from_slice(&random_bytes(4096, 6));
+    assert_eq!(fs::read(m.p("big")).unwrap(), expect);
+    assert_eq!(fs::read(m.p("copy")).unwrap(), data);
+    // A 1-byte insert at the start realigns after the first chunks.
+    let mut ins = vec![b'!'];
+    ins.extend_from_slice(&data);
+    fs::write(m.p("copy"), &ins).unwrap();
+    let s3 = stored(&m);
+    assert!(
+        s3 - s2 <= 1 << 20,
+        "1-byte insert stored {} new bytes",
+        s3 - s2
+    );
+    let st = m.status();
+    assert!(st["dedup_ratio"].as_f64().unwrap() > 1.9);
+    assert!(st["journal_entries"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn status_counts_files_and_journal_entries() {
+    let m = Mounted::new();
+    let before = m.status()["journal_entries"].as_u64().unwrap();
+    for i in 0..10 {
+        fs::write(m.p(&format!("f{i}")), format!("{i}")).unwrap();
+    }
+    fs::create_dir(m.p("d")).unwrap();
+    fs::rename(m.p("f0"), m.p("d/f0")).unwrap();
+    fs::remove_file(m.p("f1")).unwrap();
+    // Entries reach the journal in group commits; give them a moment.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let s = m.status();
+    assert_eq!(s["mounts"][0]["files"], 9);
+    assert_eq!(s["mounts"][0]["logical_bytes"], 9);
+    let entries = s["journal_entries"].as_u64().unwrap() - before;
+    // 10 creates + 10 contents + mkdir + rename + remove.
+    assert!(entries >= 23, "{entries} journal entries");
+}
