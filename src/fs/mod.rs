@@ -331,6 +331,9 @@ impl ChanFs {
             c.staging = Some((f, path));
         }
         if let Some((f, _)) = &c.staging {
+            self.store
+                .check_space(data.len() as u64)
+                .map_err(|e| io_errno(&e))?;
             f.write_all_at(data, off).map_err(|e| io_errno(&e))?;
         }
         c.dirty.insert(off, end);
@@ -404,15 +407,47 @@ impl ChanFs {
         let Some(c) = lock(&self.contents).get(&ino).cloned() else {
             return Ok(());
         };
-        let r = self.commit_content(ino, &mut lock(&c));
-        if self.settle(ino, &c, true) {
+        let r = {
+            let mut g = lock(&c);
+            let r = self.commit_content(ino, &mut g);
+            // Content nobody can reach any more (unlinked, last handle) is
+            // not worth an error: drop it, and the space its staging holds.
+            let unlinked = lock(&self.tree)
+                .get(ino)
+                .map(|n| n.nlink == 0)
+                .unwrap_or(true);
+            if r.is_err() && unlinked && g.opens <= 1 {
+                g.changed = false;
+            }
+            r
+        };
+        self.settle(ino, &c, true);
+        let gone = {
             let mut t = lock(&self.tree);
             let mut ch = t.changes();
             t.released(ino, &mut ch);
+            let gone = t.get(ino).is_err();
             drop(t);
             self.submit(ch.into_muts())?;
+            gone
+        };
+        if gone {
+            self.forget_if_gone(ino);
         }
         r
+    }
+
+    /// Forgets the pending content of a file whose last name went while no
+    /// handle held it (its staging space is freed at once).
+    fn forget_if_gone(&self, ino: u64) {
+        if lock(&self.tree).get(ino).is_ok() {
+            return;
+        }
+        let c = lock(&self.contents).get(&ino).cloned();
+        if let Some(c) = c {
+            lock(&c).changed = false;
+            self.settle(ino, &c, false);
+        }
     }
 
     /// Records every pending content change (unmount, shutdown).
@@ -694,7 +729,12 @@ impl Filesystem for FuseFs {
             )
         });
         match r {
-            Ok(_) => reply.ok(),
+            Ok(replaced) => {
+                if let Some(ino) = replaced {
+                    self.0.forget_if_gone(ino);
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -370,9 +370,18 @@ impl Tree {
         }
     }
 
-    /// Called when the last handle of `ino` closes.
+    /// Called when a handle of `ino` closes; frees an unlinked node with
+    /// the last one.
     pub fn released(&mut self, ino: u64, ch: &mut Changes) {
-        self.open_count.remove(&ino);
+        match self.open_count.get_mut(&ino) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                return;
+            }
+            _ => {
+                self.open_count.remove(&ino);
+            }
+        }
         if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
             self.nodes.remove(&ino);
             ch.gone(ino);

@@ -265,11 +265,30 @@ impl Store {
         r
     }
 
+    /// Fails with `ENOSPC` when writing `extra` more bytes would eat into the
+    /// space kept free for metadata commits (5% of the filesystem, between
+    /// 1 MiB and 256 MiB): data runs out before redb does, so the database
+    /// never sees a full disk and the node keeps working once space is freed.
+    pub fn check_space(&self, extra: u64) -> std::io::Result<()> {
+        let Ok(s) = nix::sys::statvfs::statvfs(&self.staging) else {
+            return Ok(());
+        };
+        let frsize = s.fragment_size();
+        let total = s.blocks() * frsize;
+        let avail = s.blocks_available() * frsize;
+        let reserve = (total / 20).clamp(1 << 20, 256 << 20);
+        if avail < reserve.saturating_add(extra) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
+    }
+
     /// Stores a chunk unless an identical one is stored already.
     pub fn put_chunk(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
         if self.has_chunk(hash) {
             return Ok(());
         }
+        self.check_space(data.len() as u64)?;
         let loc = self.packs.append(hash, data)?;
         {
             let mut c = self
