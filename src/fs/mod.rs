@@ -262,6 +262,12 @@ impl ChanFs {
         if !c.changed {
             return Ok(());
         }
+        tracing::debug!(
+            ino,
+            size = c.size,
+            dirty = c.dirty.total(),
+            "commit content"
+        );
         let io = FileIo {
             store: &self.store,
             staging: c.staging.as_ref().map(|s| &s.0),
@@ -539,6 +545,7 @@ impl Filesystem for FuseFs {
     ) {
         let fs = &self.0;
         let ino = ino.0;
+        tracing::debug!(ino, ?mode, ?uid, ?gid, ?size, ?atime, ?mtime, "setattr");
         let r = (|| -> R<FileAttr> {
             if fs.readonly {
                 return Err(libc::EROFS);
@@ -567,6 +574,26 @@ impl Filesystem for FuseFs {
                 atime: atime.map(ns_or_now),
                 mtime: mtime.map(ns_or_now),
             };
+            // The kernel's write-back cache sends the mtime of writes it
+            // flushes; while content is pending, the Content entry records
+            // it, so no entry of its own.
+            let times_only = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none();
+            let pending = lock(&fs.contents)
+                .get(&ino)
+                .cloned()
+                .is_some_and(|c| lock(&c).changed);
+            if times_only && pending {
+                let mut t = lock(&fs.tree);
+                let n = t.get_mut(ino)?;
+                if let Some(x) = a.atime {
+                    n.atime = x;
+                }
+                if let Some(x) = a.mtime {
+                    n.mtime = x;
+                }
+                n.ctime = ctime.map(ns_of).unwrap_or_else(tree::now_ns);
+                return Ok(attr(ino, n));
+            }
             if a != AttrChange::default() || ctime.is_some() {
                 fs.change(|t, hlc, ch| t.set_attr(ino, &a, hlc, ch))?;
                 if let Some(c) = ctime {
