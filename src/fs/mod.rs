@@ -5,14 +5,13 @@
 //! manifest is recorded in the journal. This module never touches the
 //! network.
 
+pub mod staging;
 pub mod tree;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +28,7 @@ use crate::store::chunker::{self, ChunkIo};
 use crate::store::manifest::Manifest;
 use crate::store::ranges::RangeSet;
 use crate::store::{Hash, Mut, Store, StoreError};
+use staging::Staging;
 use tree::{Node, Tree, R};
 
 /// How long the kernel may cache names and attributes.
@@ -41,7 +41,7 @@ struct Content {
     base: Arc<Manifest>,
     base_hash: Option<Hash>,
     dirty: RangeSet,
-    staging: Option<(File, PathBuf)>,
+    staging: Staging,
     size: u64,
     opens: u32,
     changed: bool,
@@ -50,7 +50,7 @@ struct Content {
 /// Reads and writes for re-chunking one file.
 struct FileIo<'a> {
     store: &'a Store,
-    staging: Option<&'a File>,
+    staging: Option<&'a Staging>,
 }
 
 impl ChunkIo for FileIo<'_> {
@@ -59,20 +59,7 @@ impl ChunkIo for FileIo<'_> {
     }
     fn read_dirty(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match self.staging {
-            Some(f) => {
-                // The staging file may be shorter than a dirty range's end
-                // only if it was never written there: read what exists.
-                let mut done = 0;
-                while done < buf.len() {
-                    let n = f.read_at(&mut buf[done..], off + done as u64)?;
-                    if n == 0 {
-                        buf[done..].fill(0);
-                        break;
-                    }
-                    done += n;
-                }
-                Ok(())
-            }
+            Some(st) => st.read(off, buf),
             None => {
                 buf.fill(0);
                 Ok(())
@@ -248,7 +235,7 @@ impl ChanFs {
             base,
             base_hash: hash,
             dirty: RangeSet::new(),
-            staging: None,
+            staging: Staging::default(),
             size,
             opens: u32::from(open),
             changed: false,
@@ -270,7 +257,7 @@ impl ChanFs {
         );
         let io = FileIo {
             store: &self.store,
-            staging: c.staging.as_ref().map(|s| &s.0),
+            staging: Some(&c.staging),
         };
         let m = chunker::materialize(&c.base, &c.dirty, c.size, &io).map_err(|e| io_errno(&e))?;
         let hash = if m.is_empty() { None } else { Some(m.hash()) };
@@ -310,8 +297,9 @@ impl ChanFs {
         c.base = m;
         c.base_hash = hash;
         c.dirty = RangeSet::new();
-        if let Some((f, _)) = &c.staging {
-            let _ = f.set_len(0);
+        match &mut c.staging {
+            Staging::Mem(v) => *v = Vec::new(),
+            st => st.truncate(0),
         }
         c.changed = false;
         Ok(())
@@ -322,26 +310,14 @@ impl ChanFs {
         if end > MAX_FILE_SIZE {
             return Err(libc::EFBIG);
         }
-        if c.staging.is_none() {
-            let path = self.store.staging_dir().join(format!(
-                "{ino}-{}",
-                self.next_fh.fetch_add(1, Ordering::Relaxed)
-            ));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| io_errno(&e))?;
-            c.staging = Some((f, path));
-        }
-        if let Some((f, _)) = &c.staging {
-            self.store
-                .check_space(data.len() as u64)
-                .map_err(|e| io_errno(&e))?;
-            f.write_all_at(data, off).map_err(|e| io_errno(&e))?;
-        }
+        self.store
+            .check_space(data.len() as u64)
+            .map_err(|e| io_errno(&e))?;
+        let dir = self.store.staging_dir();
+        let n = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        c.staging
+            .write(off, data, || dir.join(format!("{ino}-{n}")))
+            .map_err(|e| io_errno(&e))?;
         c.dirty.insert(off, end);
         c.size = c.size.max(end);
         c.changed = true;
@@ -371,11 +347,9 @@ impl ChanFs {
                 // Dirty bytes over the cut chunk win over the old ones.
                 let keep = c.dirty.clipped(off, n);
                 let mut merged = bytes;
-                if let Some((f, _)) = &c.staging {
-                    for (s, e) in keep {
-                        let r = &mut merged[(s - off) as usize..(e - off) as usize];
-                        f.read_exact_at(r, s).map_err(|e| io_errno(&e))?;
-                    }
+                for (s, e) in keep {
+                    let r = &mut merged[(s - off) as usize..(e - off) as usize];
+                    c.staging.read(s, r).map_err(|e| io_errno(&e))?;
                 }
                 self.write_at(ino, c, off, &merged)?;
             }
@@ -384,9 +358,7 @@ impl ChanFs {
         }
         c.size = n;
         c.changed = true;
-        if let Some((f, _)) = &c.staging {
-            let _ = f.set_len(n.min(f.metadata().map(|m| m.len()).unwrap_or(0)));
-        }
+        c.staging.truncate(n);
         Ok(())
     }
 
@@ -402,7 +374,7 @@ impl ChanFs {
         if g.opens > 0 || g.changed {
             return false;
         }
-        if let Some((_, path)) = g.staging.take() {
+        if let Some(path) = std::mem::take(&mut g.staging).path() {
             let _ = std::fs::remove_file(path);
         }
         map.remove(&ino);
@@ -831,7 +803,7 @@ impl Filesystem for FuseFs {
             let mut buf = vec![0u8; n];
             let io = FileIo {
                 store: &fs.store,
-                staging: g.staging.as_ref().map(|s| &s.0),
+                staging: Some(&g.staging),
             };
             chunker::read_overlay(&g.base, &g.dirty, offset, &mut buf, &io).map_err(|e| {
                 tracing::error!("read inode {}: {e}", ino.0);

@@ -68,14 +68,21 @@ pub struct Node {
     pub manifest: Option<Arc<Manifest>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum Stored {
     V1(Node),
 }
 
+/// The stored form, borrowed: encodes like [`Stored`] without cloning the
+/// node (a directory's entries are skipped, not copied).
+#[derive(Serialize)]
+enum StoredRef<'a> {
+    V1(&'a Node),
+}
+
 impl Node {
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&Stored::V1(self.clone())).unwrap_or_default()
+        postcard::to_allocvec(&StoredRef::V1(self)).unwrap_or_default()
     }
 }
 

@@ -37,6 +37,9 @@ const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-v1");
 const JOURNAL: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("journal-v1");
 
+/// redb page cache size.
+const REDB_CACHE: usize = 16 << 20;
+
 /// Interval between durable commits when nobody asks for one.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -151,7 +154,13 @@ impl Store {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path, key: SigningKey, node_id: [u8; 32]) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = Arc::new(Database::create(dir.join("store.redb"))?);
+        // The whole tree of a mounted channel lives in memory already; a
+        // small page cache keeps the node's footprint small.
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(REDB_CACHE)
+                .create(dir.join("store.redb"))?,
+        );
         let packs = Arc::new(Packs::open(&dir.join("packs"))?);
         let staging = dir.join("staging");
         let _ = std::fs::remove_dir_all(&staging);
