@@ -251,6 +251,10 @@ impl Node {
     fn serve(self: &Arc<Self>, s: UnixStream) -> anyhow::Result<()> {
         let mut line = String::new();
         BufReader::new(&s).read_line(&mut line)?;
+        if line.is_empty() {
+            // A liveness probe (`control::running`): connected and left.
+            return Ok(());
+        }
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(req) => self.handle(req),
             Err(e) => Reply::Err(format!("malformed request: {e}")),
