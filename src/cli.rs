@@ -22,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the home: identity (key and certificate), config and store.
     Init {
-        /// QUIC listen address for peers.
+        /// QUIC listen address for peers (port 0: a free port, chosen now
+        /// and kept).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
         /// Import this X.509 certificate (PEM) instead of generating one.
@@ -85,4 +86,42 @@ pub enum ChannelCommand {
     },
     /// List channels.
     List,
+    /// Admit a node to a channel (leader only); prints a token it joins with.
+    AddMember {
+        /// Channel name.
+        name: String,
+        /// The node's id (`chanfs id` on that node).
+        node_id: String,
+        /// What it may do.
+        #[arg(long, default_value = "rw", value_parser = ["rw", "ro"])]
+        role: String,
+        /// Where it listens (`host:port`), if it should be dialed.
+        #[arg(long)]
+        addr: Option<String>,
+    },
+    /// Remove a member from a channel (leader only).
+    RemoveMember {
+        /// Channel name.
+        name: String,
+        /// The member's node id.
+        node_id: String,
+    },
+    /// Print a one-time invitation token for a channel (leader only).
+    Invite {
+        /// Channel name.
+        name: String,
+        /// What the invited node may do.
+        #[arg(long, default_value = "rw", value_parser = ["rw", "ro"])]
+        role: String,
+    },
+    /// Join a channel with an invitation token.
+    Join {
+        /// The token printed by `invite` or `add-member` on the leader.
+        token: String,
+    },
+    /// Show a channel: leader, members, roles, addresses, connections.
+    Show {
+        /// Channel name.
+        name: String,
+    },
 }

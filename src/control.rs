@@ -34,6 +34,75 @@ pub enum Request {
     },
     /// List channels.
     ChannelList,
+    /// Admit a member by node id (leader only).
+    AddMember {
+        /// Channel name.
+        name: String,
+        /// Node id (text form).
+        id: String,
+        /// `rw` or `ro`.
+        role: String,
+        /// Where it listens, if known.
+        addr: Option<String>,
+    },
+    /// Remove a member (leader only).
+    RemoveMember {
+        /// Channel name.
+        name: String,
+        /// Node id (text form).
+        id: String,
+    },
+    /// Make a one-time invitation token (leader only).
+    Invite {
+        /// Channel name.
+        name: String,
+        /// `rw` or `ro`.
+        role: String,
+    },
+    /// Join a channel with a token.
+    Join {
+        /// The token.
+        token: String,
+    },
+    /// Describe a channel.
+    Show {
+        /// Channel name.
+        name: String,
+    },
+}
+
+/// A member in `channel show` and `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: String,
+    /// `rw` or `ro`.
+    pub role: String,
+    /// Leader of the channel.
+    pub leader: bool,
+    /// This node.
+    pub me: bool,
+    /// Connected now.
+    pub connected: bool,
+    /// Round-trip time in ms, when connected.
+    pub rtt_ms: Option<f64>,
+    /// Address known.
+    pub addr: Option<String>,
+    /// Entries the member has not acknowledged yet.
+    pub to_send: u64,
+}
+
+/// A channel in `channel show` and `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    /// Name.
+    pub name: String,
+    /// Channel id (hex).
+    pub id: String,
+    /// Members, leader first.
+    pub members: Vec<MemberStatus>,
+    /// Entries received but not applied yet.
+    pub to_apply: u64,
 }
 
 /// One mount in a status reply.
@@ -72,6 +141,18 @@ pub struct Status {
     pub journal_entries: u64,
     /// Resident memory of the node (bytes).
     pub rss_bytes: u64,
+    /// Channels with their members.
+    #[serde(default)]
+    pub channels: Vec<ChannelStatus>,
+    /// Chunks being fetched from peers now.
+    #[serde(default)]
+    pub fetching: u64,
+    /// Bytes received from peers.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Bytes sent to peers.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// A reply.
@@ -83,6 +164,10 @@ pub enum Reply {
     Status(Status),
     /// Channel names.
     Channels(Vec<String>),
+    /// A line of text for the user (a token, a name).
+    Text(String),
+    /// One channel.
+    Channel(ChannelStatus),
     /// Failure, with a message for the user.
     Err(String),
 }

@@ -13,6 +13,10 @@ pub struct Config {
     /// Peers to contact at start (`host:port`).
     #[serde(default)]
     pub bootstrap: Vec<String>,
+    /// Seconds a read waits for a chunk no reachable member has before it
+    /// fails with `EIO` (default 10).
+    #[serde(default)]
+    pub fetch_timeout: Option<f64>,
 }
 
 /// Paths inside one home.

@@ -60,6 +60,7 @@ impl std::str::FromStr for NodeId {
 }
 
 /// A loaded identity.
+#[derive(Clone)]
 pub struct Identity {
     /// Certificate (DER).
     pub cert_der: Vec<u8>,
@@ -95,6 +96,18 @@ pub fn node_id_of(cert_der: &[u8]) -> Result<NodeId, IdentityError> {
     Ok(NodeId(
         *blake3::hash(cert.tbs_certificate.subject_pki.raw).as_bytes(),
     ))
+}
+
+/// Node id of an Ed25519 public key (blake3 of its SubjectPublicKeyInfo,
+/// the same as [`node_id_of`] its certificate).
+pub fn node_id_of_key(key: &[u8; 32]) -> [u8; 32] {
+    const SPKI_PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let mut spki = [0u8; 44];
+    spki[..12].copy_from_slice(&SPKI_PREFIX);
+    spki[12..].copy_from_slice(key);
+    *blake3::hash(&spki).as_bytes()
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, IdentityError> {
@@ -178,6 +191,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load(d.path()).expect("load");
         assert_eq!(a.id, b.id);
+        assert_eq!(node_id_of_key(&a.key.verifying_key().to_bytes()), a.id.0);
         let text = a.id.to_string();
         assert_eq!(text.parse::<NodeId>().expect("parse"), a.id);
         let d2 = tempfile::tempdir().expect("tempdir");

@@ -14,7 +14,9 @@ use crate::store::Hash;
 
 /// Stable identity of a file or directory across renames and nodes:
 /// 8 bytes of the creating node's id, then that node's local counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct FileId(pub [u8; 16]);
 
 impl FileId {
@@ -86,6 +88,9 @@ pub enum Op {
         parent: FileId,
         /// Its name there.
         name: Vec<u8>,
+        /// The content version the remover saw (edit beats delete: a file
+        /// whose content changed meanwhile is kept).
+        seen: Option<Hash>,
     },
     /// A node moved (one entry; content is never re-sent).
     Move {
@@ -138,6 +143,59 @@ pub enum Op {
         /// New value.
         value: Option<Vec<u8>>,
     },
+    /// Membership changed (valid only when signed by the channel's leader).
+    Membership(MemberOp),
+}
+
+/// What a member may do in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Read and write.
+    Rw,
+    /// Read only: its mounts refuse writes and peers reject its entries.
+    Ro,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Rw => "rw",
+            Role::Ro => "ro",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "rw" => Ok(Role::Rw),
+            "ro" => Ok(Role::Ro),
+            _ => Err(format!("role must be rw or ro, not {s:?}")),
+        }
+    }
+}
+
+/// A member of a channel, as the leader admitted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Node id.
+    pub id: [u8; 32],
+    /// Ed25519 public key (its node id is derived from it).
+    pub key: [u8; 32],
+    /// Role.
+    pub role: Role,
+    /// Addresses it listens on (`host:port`), may be empty.
+    pub addrs: Vec<String>,
+}
+
+/// A journal change to a channel's membership, signed by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberOp {
+    /// Admit (or change the role or addresses of) a member.
+    Add(Member),
+    /// Remove a member: it is disconnected and its later entries rejected.
+    Remove([u8; 32]),
 }
 
 /// An unsigned journal entry.
@@ -199,6 +257,12 @@ impl SignedEntry {
 pub struct Hlc(AtomicU64);
 
 impl Hlc {
+    /// Takes in a timestamp seen on a remote entry, so that later local
+    /// entries order after it.
+    pub fn observe(&self, remote: u64) {
+        self.0.fetch_max(remote, Ordering::Relaxed);
+    }
+
     /// Next timestamp, greater than every earlier one.
     pub fn now(&self) -> u64 {
         let wall = SystemTime::now()
@@ -236,6 +300,7 @@ mod tests {
                 id: FileId::ROOT,
                 parent: FileId::ROOT,
                 name: b"x".to_vec(),
+                seen: None,
             },
         };
         let mut s = SignedEntry::sign(&e, &key).expect("sign");

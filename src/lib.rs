@@ -12,5 +12,6 @@ pub mod fs;
 pub mod home;
 pub mod identity;
 pub mod journal;
+pub mod net;
 pub mod node;
 pub mod store;

@@ -120,15 +120,24 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
             identity::load(home.identity())?.id
         );
     }
-    listen
+    let mut addr = listen
         .parse::<std::net::SocketAddr>()
         .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:7000"))?;
+    if addr.port() == 0 {
+        // Peers find a node again at the address they knew: pick a free
+        // port once and keep it.
+        let s = std::net::UdpSocket::bind(addr)
+            .with_context(|| format!("no free UDP port on {}", addr.ip()))?;
+        addr = s.local_addr()?;
+    }
+    let listen = addr.to_string();
     std::fs::create_dir_all(&home.dir)
         .with_context(|| format!("creating {}", home.dir.display()))?;
     let id = identity::create(home.identity(), import)?;
     let cfg = Config {
-        listen: listen.to_string(),
+        listen: listen.clone(),
         bootstrap: Vec::new(),
+        fetch_timeout: None,
     };
     std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;
     println!("{}", id.id);
@@ -170,6 +179,46 @@ fn channel(home: &Home, cmd: ChannelCommand) -> anyhow::Result<()> {
             }
             println!("created channel {name}");
         }
+        ChannelCommand::AddMember {
+            name,
+            node_id,
+            role,
+            addr,
+        } => {
+            let token = text(ask_started(
+                home,
+                &Request::AddMember {
+                    name: name.clone(),
+                    id: node_id.clone(),
+                    role,
+                    addr,
+                },
+            )?)?;
+            println!("added {node_id} to {name}; on that node run:");
+            println!("chanfs channel join {token}");
+        }
+        ChannelCommand::RemoveMember { name, node_id } => {
+            ask_started(
+                home,
+                &Request::RemoveMember {
+                    name: name.clone(),
+                    id: node_id.clone(),
+                },
+            )?;
+            println!("removed {node_id} from {name}");
+        }
+        ChannelCommand::Invite { name, role } => {
+            let token = text(ask_started(home, &Request::Invite { name, role })?)?;
+            println!("{token}");
+        }
+        ChannelCommand::Join { token } => {
+            let name = text(ask_started(home, &Request::Join { token })?)?;
+            println!("joined channel {name}: mount it with `chanfs mount {name} DIR`");
+        }
+        ChannelCommand::Show { name } => match ask_started(home, &Request::Show { name })? {
+            Reply::Channel(c) => print_channel(&c),
+            _ => bail!("unexpected reply"),
+        },
         ChannelCommand::List => {
             let names = if running {
                 match ask(home, &Request::ChannelList)? {
@@ -188,6 +237,47 @@ fn channel(home: &Home, cmd: ChannelCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks the node, starting it first when it is not running (it serves
+/// peers while it runs; it stops by itself when nothing is mounted).
+fn ask_started(home: &Home, req: &Request) -> anyhow::Result<Reply> {
+    if !control::running(&home.socket()) {
+        start_node(home)?;
+    }
+    ask(home, req)
+}
+
+fn text(r: Reply) -> anyhow::Result<String> {
+    match r {
+        Reply::Text(t) => Ok(t),
+        _ => bail!("unexpected reply from the node"),
+    }
+}
+
+fn print_channel(c: &control::ChannelStatus) {
+    println!("channel  {}  id {}", c.name, c.id);
+    for m in &c.members {
+        let what = if m.me {
+            "this node".to_string()
+        } else if m.connected {
+            format!(
+                "connected {:.1} ms, {} to send",
+                m.rtt_ms.unwrap_or(0.0),
+                m.to_send
+            )
+        } else {
+            "not connected".to_string()
+        };
+        println!(
+            "{}  {}  {}  {}  {}",
+            if m.leader { "leader" } else { "member" },
+            m.id,
+            m.role,
+            m.addr.as_deref().unwrap_or("-"),
+            what
+        );
+    }
 }
 
 fn is_mountpoint(dir: &Path) -> bool {
@@ -328,5 +418,17 @@ fn print_status(s: &Status) {
         s.chunks
     );
     let _ = writeln!(o, "journal  {} entries", s.journal_entries);
+    let _ = writeln!(
+        o,
+        "network  {} in, {} out, {} chunks being fetched",
+        human(s.bytes_in),
+        human(s.bytes_out),
+        s.fetching
+    );
+
     let _ = writeln!(o, "memory   {} resident", human(s.rss_bytes));
+    drop(o);
+    for c in &s.channels {
+        print_channel(c);
+    }
 }

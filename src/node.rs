@@ -7,17 +7,21 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fuser::{MountOption, SessionACL};
 
-use crate::control::{self, MountStatus, Reply, Request, Status};
-use crate::fs::{ChanFs, FuseFs};
+use crate::control::{self, ChannelStatus, MemberStatus, MountStatus, Reply, Request, Status};
+use crate::fs::{ChanFs, Fetcher, FuseFs};
 use crate::home::Home;
-use crate::journal::Hlc;
-use crate::store::{Store, StoreError};
+use crate::identity::{Identity, NodeId};
+use crate::journal::{Entry, Hlc, Member, MemberOp, Op, Role, SignedEntry};
+use crate::net::proto::Token;
+use crate::net::repl::apply_membership;
+use crate::net::Net;
+use crate::store::{ChannelRec, Store, StoreError};
 
 /// Reply to a mount that raced with the node's exit.
 pub const STOPPING: &str = "the node is stopping";
@@ -33,15 +37,41 @@ struct MountEntry {
 /// The running node.
 pub struct Node {
     home: Home,
+    ident: Identity,
+    chans: Mutex<HashMap<u32, Arc<ChanFs>>>,
+    net: OnceLock<Arc<Net>>,
     store: Arc<Store>,
     hlc: Arc<Hlc>,
     node_id: String,
-    listen: String,
     mounts: Mutex<HashMap<PathBuf, MountEntry>>,
     changed: Condvar,
     had_mount: Mutex<bool>,
     stopping: Mutex<bool>,
     clients: std::sync::atomic::AtomicUsize,
+    listen_actual: Mutex<String>,
+}
+
+impl crate::net::Host for Node {
+    fn apply(&self, local: u32, entries: Vec<(Entry, SignedEntry)>) -> anyhow::Result<usize> {
+        Ok(self.channel_fs(local)?.apply_remote(entries)?)
+    }
+
+    fn admit(&self, local: u32, member: Member) -> anyhow::Result<ChannelRec> {
+        let rec = self
+            .store
+            .channels()?
+            .into_iter()
+            .find(|c| c.local == local)
+            .ok_or_else(|| anyhow::anyhow!("unknown channel"))?;
+        self.change_membership(rec, MemberOp::Add(member))
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    fn membership_changed(&self, local: u32) {
+        if let Some(fs) = lock(&self.chans).get(&local) {
+            fs.set_readonly(self.role_of(local) == Some(Role::Ro));
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,10 +152,7 @@ impl Node {
             }
             e => e.to_string(),
         })?;
-        let fs = Arc::new(
-            ChanFs::open(self.store.clone(), rec.local, self.hlc.clone())
-                .map_err(|e| e.to_string())?,
-        );
+        let fs = self.channel_fs(rec.local).map_err(|e| e.to_string())?;
         let mut cfg = fuser::Config::default();
         cfg.mount_options = vec![
             MountOption::FSName(format!("chanfs:{channel}")),
@@ -141,6 +168,7 @@ impl Node {
         cfg.clone_fd = true;
         let session = fuser::Session::new(FuseFs(fs.clone()), dir, &cfg)
             .map_err(|e| format!("mounting at {}: {e}", dir.display()))?;
+        fs.set_notifier(Some(session.notifier()));
         let node = self.clone();
         let d = dir.to_path_buf();
         let f2 = fs.clone();
@@ -151,6 +179,7 @@ impl Node {
                     tracing::error!("session at {} ended: {e}", d.display());
                 }
                 f2.flush_all();
+                f2.set_notifier(None);
                 if let Err(e) = node.store.sync() {
                     tracing::error!("sync after unmount: {e}");
                 }
@@ -192,6 +221,183 @@ impl Node {
         Ok(())
     }
 
+    /// The live state of channel `local`, loaded when first needed.
+    pub fn channel_fs(&self, local: u32) -> Result<Arc<ChanFs>, StoreError> {
+        let mut chans = lock(&self.chans);
+        if let Some(fs) = chans.get(&local) {
+            return Ok(fs.clone());
+        }
+        let fetcher = self.net.get().map(|n| n.clone() as Arc<dyn Fetcher>);
+        let fs = Arc::new(ChanFs::open(
+            self.store.clone(),
+            local,
+            self.hlc.clone(),
+            fetcher,
+        )?);
+        fs.set_readonly(self.role_of(local) == Some(Role::Ro));
+        chans.insert(local, fs.clone());
+        Ok(fs)
+    }
+
+    fn role_of(&self, local: u32) -> Option<Role> {
+        self.store
+            .channels()
+            .ok()?
+            .into_iter()
+            .find(|c| c.local == local)?
+            .member(&self.ident.id.0)
+            .map(|m| m.role)
+    }
+
+    fn led_channel(&self, name: &str) -> Result<ChannelRec, String> {
+        let rec = self.store.channel(name).map_err(|e| e.to_string())?;
+        if rec.leader != self.ident.id.0 {
+            return Err(format!(
+                "only the leader of channel {name:?} ({}) can change its members",
+                NodeId(rec.leader)
+            ));
+        }
+        Ok(rec)
+    }
+
+    /// Records a membership change as a leader-signed entry and applies it.
+    fn change_membership(&self, mut rec: ChannelRec, op: MemberOp) -> Result<ChannelRec, String> {
+        apply_membership(&mut rec, &op);
+        self.store.put_channel(&rec).map_err(|e| e.to_string())?;
+        let fs = self.channel_fs(rec.local).map_err(|e| e.to_string())?;
+        fs.record(Op::Membership(op))
+            .map_err(|e| format!("errno {e}"))?;
+        if let Some(net) = self.net.get() {
+            net.enforce();
+            net.kick();
+        }
+        Ok(rec)
+    }
+
+    fn invite(&self, rec: &mut ChannelRec, role: Role) -> Result<String, String> {
+        let secret: [u8; 16] = rand::random();
+        rec.invites.push((secret, role));
+        self.store.put_channel(rec).map_err(|e| e.to_string())?;
+        let addrs = match self.net.get().and_then(|n| n.local_addr()) {
+            Some(a) if !a.ip().is_unspecified() => vec![a.to_string()],
+            Some(a) => vec![format!("127.0.0.1:{}", a.port())],
+            None => return Err("the network is not running".into()),
+        };
+        Ok(Token {
+            channel: rec.id,
+            name: rec.name.clone(),
+            leader: rec.leader,
+            addrs,
+            secret,
+            role,
+        }
+        .encode())
+    }
+
+    fn channel_status(&self, rec: &ChannelRec) -> ChannelStatus {
+        let peers = self
+            .net
+            .get()
+            .map(|n| n.peer_status(rec))
+            .unwrap_or_default();
+        let mut members: Vec<MemberStatus> = rec
+            .members
+            .iter()
+            .map(|m| {
+                let id = NodeId(m.id).to_string();
+                let p = peers.iter().find(|p| p.id == id);
+                MemberStatus {
+                    id,
+                    role: m.role.to_string(),
+                    leader: m.id == rec.leader,
+                    me: m.id == self.ident.id.0,
+                    connected: p.is_some_and(|p| p.connected),
+                    rtt_ms: p.and_then(|p| p.rtt_ms),
+                    addr: p
+                        .and_then(|p| p.addr.clone())
+                        .or_else(|| m.addrs.first().cloned()),
+                    to_send: p.map_or(0, |p| p.to_send),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| !m.leader);
+        ChannelStatus {
+            name: rec.name.clone(),
+            id: data_encoding::HEXLOWER.encode(&rec.id),
+            members,
+            to_apply: 0,
+        }
+    }
+
+    fn channel_request(&self, req: Request) -> Result<Reply, String> {
+        match req {
+            Request::AddMember {
+                name,
+                id,
+                role,
+                addr,
+            } => {
+                let mut rec = self.led_channel(&name)?;
+                let node: NodeId = id.parse()?;
+                let role: Role = role.parse()?;
+                let key = rec.member(&node.0).map(|m| m.key).unwrap_or([0; 32]);
+                let member = Member {
+                    id: node.0,
+                    key,
+                    role,
+                    addrs: addr.into_iter().collect(),
+                };
+                rec = self.change_membership(rec, MemberOp::Add(member))?;
+                Ok(Reply::Text(self.invite(&mut rec, role)?))
+            }
+            Request::RemoveMember { name, id } => {
+                let rec = self.led_channel(&name)?;
+                let node: NodeId = id.parse()?;
+                if node.0 == rec.leader {
+                    return Err("the leader cannot remove itself".into());
+                }
+                if rec.member(&node.0).is_none() {
+                    return Err(format!("{node} is not a member of {name:?}"));
+                }
+                self.change_membership(rec, MemberOp::Remove(node.0))?;
+                Ok(Reply::Ok)
+            }
+            Request::Invite { name, role } => {
+                let mut rec = self.led_channel(&name)?;
+                let role: Role = role.parse()?;
+                Ok(Reply::Text(self.invite(&mut rec, role)?))
+            }
+            Request::Join { token } => {
+                let t = Token::decode(&token)?;
+                if let Some(c) = self
+                    .store
+                    .channels()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|c| c.id == t.channel || c.name == t.name)
+                {
+                    if c.id == t.channel {
+                        return Err(format!("already a member of channel {:?}", c.name));
+                    }
+                    return Err(format!(
+                        "a different channel is already called {:?} here",
+                        c.name
+                    ));
+                }
+                let net = self.net.get().ok_or("the network is not running")?;
+                let local = self.store.next_local().map_err(|e| e.to_string())?;
+                let rec = net.join(&t, local).map_err(|e| e.to_string())?;
+                net.kick();
+                Ok(Reply::Text(rec.name))
+            }
+            Request::Show { name } => {
+                let rec = self.store.channel(&name).map_err(|e| e.to_string())?;
+                Ok(Reply::Channel(self.channel_status(&rec)))
+            }
+            _ => Err("not a channel request".into()),
+        }
+    }
+
     fn status(&self) -> Status {
         let mounts: Vec<MountStatus> = lock(&self.mounts)
             .iter()
@@ -210,7 +416,7 @@ impl Node {
         Status {
             pid: std::process::id(),
             node_id: self.node_id.clone(),
-            listen: self.listen.clone(),
+            listen: lock(&self.listen_actual).clone(),
             logical_bytes: logical,
             stored_bytes: s.stored_bytes,
             dedup_ratio: if s.stored_bytes == 0 {
@@ -222,6 +428,16 @@ impl Node {
             journal_entries: s.journal_entries,
             rss_bytes: rss_bytes(),
             mounts,
+            channels: self
+                .store
+                .channels()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| self.channel_status(c))
+                .collect(),
+            fetching: self.net.get().map_or(0, |n| n.fetching() as u64),
+            bytes_in: self.net.get().map_or(0, |n| n.traffic().0),
+            bytes_out: self.net.get().map_or(0, |n| n.traffic().1),
         }
     }
 
@@ -244,6 +460,7 @@ impl Node {
                 .channels()
                 .map(|c| Reply::Channels(c.into_iter().map(|c| c.name).collect()))
                 .map_err(|e| e.to_string()),
+            other => self.channel_request(other),
         };
         r.unwrap_or_else(Reply::Err)
     }
@@ -305,16 +522,36 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
     };
     let node = Arc::new(Node {
         home: home.clone(),
+        ident: ident.clone(),
+        chans: Mutex::new(HashMap::new()),
+        net: OnceLock::new(),
         store: store.clone(),
         hlc: Arc::new(Hlc::default()),
         node_id: ident.id.to_string(),
-        listen: cfg.listen.clone(),
         mounts: Mutex::new(HashMap::new()),
         changed: Condvar::new(),
         had_mount: Mutex::new(false),
         stopping: Mutex::new(false),
         clients: std::sync::atomic::AtomicUsize::new(0),
+        listen_actual: Mutex::new(cfg.listen.clone()),
     });
+    let fetch_timeout = Duration::from_secs_f64(cfg.fetch_timeout.unwrap_or(10.0).max(0.1));
+    match Net::start(
+        ident.clone(),
+        &cfg.listen,
+        store.clone(),
+        node.clone(),
+        fetch_timeout,
+    ) {
+        Ok(net) => {
+            if let Some(a) = net.local_addr() {
+                tracing::info!("listening for peers on {a}");
+                *lock(&node.listen_actual) = a.to_string();
+            }
+            let _ = node.net.set(Arc::new(net));
+        }
+        Err(e) => tracing::error!("network not started (listen {}): {e:#}", cfg.listen),
+    }
     if let Some((channel, dir, allow_other)) = first {
         if let Err(e) = node.mount(&channel, &dir, allow_other) {
             let _ = std::fs::remove_file(node.home.socket());
@@ -381,6 +618,9 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = std::fs::remove_file(node.home.socket());
+    if let Some(net) = node.net.get() {
+        net.shutdown();
+    }
     store.close()?;
     tracing::info!("node stopped");
     Ok(())

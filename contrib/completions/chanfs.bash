@@ -43,14 +43,32 @@ _chanfs() {
             chanfs,unmount)
                 cmd="chanfs__subcmd__unmount"
                 ;;
+            chanfs__subcmd__channel,add-member)
+                cmd="chanfs__subcmd__channel__subcmd__add__subcmd__member"
+                ;;
             chanfs__subcmd__channel,create)
                 cmd="chanfs__subcmd__channel__subcmd__create"
                 ;;
             chanfs__subcmd__channel,help)
                 cmd="chanfs__subcmd__channel__subcmd__help"
                 ;;
+            chanfs__subcmd__channel,invite)
+                cmd="chanfs__subcmd__channel__subcmd__invite"
+                ;;
+            chanfs__subcmd__channel,join)
+                cmd="chanfs__subcmd__channel__subcmd__join"
+                ;;
             chanfs__subcmd__channel,list)
                 cmd="chanfs__subcmd__channel__subcmd__list"
+                ;;
+            chanfs__subcmd__channel,remove-member)
+                cmd="chanfs__subcmd__channel__subcmd__remove__subcmd__member"
+                ;;
+            chanfs__subcmd__channel,show)
+                cmd="chanfs__subcmd__channel__subcmd__show"
+                ;;
+            chanfs__subcmd__channel__subcmd__help,add-member)
+                cmd="chanfs__subcmd__channel__subcmd__help__subcmd__add__subcmd__member"
                 ;;
             chanfs__subcmd__channel__subcmd__help,create)
                 cmd="chanfs__subcmd__channel__subcmd__help__subcmd__create"
@@ -58,8 +76,20 @@ _chanfs() {
             chanfs__subcmd__channel__subcmd__help,help)
                 cmd="chanfs__subcmd__channel__subcmd__help__subcmd__help"
                 ;;
+            chanfs__subcmd__channel__subcmd__help,invite)
+                cmd="chanfs__subcmd__channel__subcmd__help__subcmd__invite"
+                ;;
+            chanfs__subcmd__channel__subcmd__help,join)
+                cmd="chanfs__subcmd__channel__subcmd__help__subcmd__join"
+                ;;
             chanfs__subcmd__channel__subcmd__help,list)
                 cmd="chanfs__subcmd__channel__subcmd__help__subcmd__list"
+                ;;
+            chanfs__subcmd__channel__subcmd__help,remove-member)
+                cmd="chanfs__subcmd__channel__subcmd__help__subcmd__remove__subcmd__member"
+                ;;
+            chanfs__subcmd__channel__subcmd__help,show)
+                cmd="chanfs__subcmd__channel__subcmd__help__subcmd__show"
                 ;;
             chanfs__subcmd__help,channel)
                 cmd="chanfs__subcmd__help__subcmd__channel"
@@ -88,11 +118,26 @@ _chanfs() {
             chanfs__subcmd__help,unmount)
                 cmd="chanfs__subcmd__help__subcmd__unmount"
                 ;;
+            chanfs__subcmd__help__subcmd__channel,add-member)
+                cmd="chanfs__subcmd__help__subcmd__channel__subcmd__add__subcmd__member"
+                ;;
             chanfs__subcmd__help__subcmd__channel,create)
                 cmd="chanfs__subcmd__help__subcmd__channel__subcmd__create"
                 ;;
+            chanfs__subcmd__help__subcmd__channel,invite)
+                cmd="chanfs__subcmd__help__subcmd__channel__subcmd__invite"
+                ;;
+            chanfs__subcmd__help__subcmd__channel,join)
+                cmd="chanfs__subcmd__help__subcmd__channel__subcmd__join"
+                ;;
             chanfs__subcmd__help__subcmd__channel,list)
                 cmd="chanfs__subcmd__help__subcmd__channel__subcmd__list"
+                ;;
+            chanfs__subcmd__help__subcmd__channel,remove-member)
+                cmd="chanfs__subcmd__help__subcmd__channel__subcmd__remove__subcmd__member"
+                ;;
+            chanfs__subcmd__help__subcmd__channel,show)
+                cmd="chanfs__subcmd__help__subcmd__channel__subcmd__show"
                 ;;
             *)
                 ;;
@@ -119,12 +164,38 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__channel)
-            opts="-h --home --help create list help"
+            opts="-h --home --help create list add-member remove-member invite join show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__add__subcmd__member)
+            opts="-h --role --addr --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --role)
+                    COMPREPLY=($(compgen -W "rw ro" -- "${cur}"))
+                    return 0
+                    ;;
+                --addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --home)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -155,8 +226,22 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__channel__subcmd__help)
-            opts="create list help"
+            opts="create list add-member remove-member invite join show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__help__subcmd__add__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -196,6 +281,34 @@ _chanfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chanfs__subcmd__channel__subcmd__help__subcmd__invite)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__help__subcmd__join)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chanfs__subcmd__channel__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -210,7 +323,111 @@ _chanfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chanfs__subcmd__channel__subcmd__help__subcmd__remove__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__invite)
+            opts="-h --role --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --role)
+                    COMPREPLY=($(compgen -W "rw ro" -- "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__join)
+            opts="-h --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chanfs__subcmd__channel__subcmd__list)
+            opts="-h --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__remove__subcmd__member)
+            opts="-h --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__channel__subcmd__show)
             opts="-h --home --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -261,8 +478,22 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__help__subcmd__channel)
-            opts="create list"
+            opts="create list add-member remove-member invite join show"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__help__subcmd__channel__subcmd__add__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -288,7 +519,63 @@ _chanfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chanfs__subcmd__help__subcmd__channel__subcmd__invite)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__help__subcmd__channel__subcmd__join)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chanfs__subcmd__help__subcmd__channel__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__help__subcmd__channel__subcmd__remove__subcmd__member)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__help__subcmd__channel__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

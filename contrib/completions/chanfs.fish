@@ -36,24 +36,49 @@ complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "status" -d 'Show the 
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "completions" -d 'Print shell completions for SHELL to standard output'
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "node" -d 'Run the node daemon (started by `mount`; not for direct use)'
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l listen -d 'QUIC listen address for peers' -r
+complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l listen -d 'QUIC listen address for peers (port 0: a free port, chosen now and kept)' -r
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l cert -d 'Import this X.509 certificate (PEM) instead of generating one' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l key -d 'Private key (PEM, PKCS#8 Ed25519) matching --cert' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l home -d 'Home directory holding the identity, config and store' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -s h -l help -d 'Print help'
 complete -c chanfs -n "__fish_chanfs_using_subcommand id" -l home -d 'Home directory holding the identity, config and store' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand id" -s h -l help -d 'Print help'
-complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list help" -l home -d 'Home directory holding the identity, config and store' -r -F
-complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list help" -s h -l help -d 'Print help'
-complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list help" -f -a "create" -d 'Create a channel with this node as leader'
-complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list help" -f -a "list" -d 'List channels'
-complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "create" -d 'Create a channel with this node as leader'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "list" -d 'List channels'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "add-member" -d 'Admit a node to a channel (leader only); prints a token it joins with'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "remove-member" -d 'Remove a member from a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "invite" -d 'Print a one-time invitation token for a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "join" -d 'Join a channel with an invitation token'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "show" -d 'Show a channel: leader, members, roles, addresses, connections'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and not __fish_seen_subcommand_from create list add-member remove-member invite join show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from create" -l home -d 'Home directory holding the identity, config and store' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from list" -l home -d 'Home directory holding the identity, config and store' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from add-member" -l role -d 'What it may do' -r -f -a "rw\t''
+ro\t''"
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from add-member" -l addr -d 'Where it listens (`host:port`), if it should be dialed' -r
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from add-member" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from add-member" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from remove-member" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from remove-member" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from invite" -l role -d 'What the invited node may do' -r -f -a "rw\t''
+ro\t''"
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from invite" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from invite" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from join" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from join" -s h -l help -d 'Print help'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from show" -l home -d 'Home directory holding the identity, config and store' -r -F
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a channel with this node as leader'
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "list" -d 'List channels'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "add-member" -d 'Admit a node to a channel (leader only); prints a token it joins with'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "remove-member" -d 'Remove a member from a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "invite" -d 'Print a one-time invitation token for a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "join" -d 'Join a channel with an invitation token'
+complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show a channel: leader, members, roles, addresses, connections'
 complete -c chanfs -n "__fish_chanfs_using_subcommand channel; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chanfs -n "__fish_chanfs_using_subcommand mount" -l home -d 'Home directory holding the identity, config and store' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand mount" -l foreground -d 'Run the node in the foreground (for systemd); returns when unmounted'
@@ -79,3 +104,8 @@ complete -c chanfs -n "__fish_chanfs_using_subcommand help; and not __fish_seen_
 complete -c chanfs -n "__fish_chanfs_using_subcommand help; and not __fish_seen_subcommand_from init id channel mount unmount status completions node help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "create" -d 'Create a channel with this node as leader'
 complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "list" -d 'List channels'
+complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "add-member" -d 'Admit a node to a channel (leader only); prints a token it joins with'
+complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "remove-member" -d 'Remove a member from a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "invite" -d 'Print a one-time invitation token for a channel (leader only)'
+complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "join" -d 'Join a channel with an invitation token'
+complete -c chanfs -n "__fish_chanfs_using_subcommand help; and __fish_seen_subcommand_from channel" -f -a "show" -d 'Show a channel: leader, members, roles, addresses, connections'

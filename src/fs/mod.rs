@@ -47,15 +47,50 @@ struct Content {
     changed: bool,
 }
 
+/// Gets chunks this node lacks from the channel's other members (the node
+/// wires it to the network). `fetch` returns once the chunk is stored
+/// locally, or fails (`EIO`) when nobody had it within the deadline;
+/// `prefetch` asks for chunks a reader will soon need, without waiting.
+pub trait Fetcher: Send + Sync {
+    /// Fetches `hash` for channel `chan` into the store, waiting for it.
+    fn fetch(&self, chan: u32, hash: &Hash) -> std::io::Result<()>;
+    /// Starts fetching `hashes` in the background.
+    fn prefetch(&self, chan: u32, hashes: &[Hash]);
+}
+
+/// How many chunks past the one being read are fetched ahead.
+const READ_AHEAD: usize = 16;
+
 /// Reads and writes for re-chunking one file.
 struct FileIo<'a> {
     store: &'a Store,
     staging: Option<&'a Staging>,
+    fetch: Option<(&'a dyn Fetcher, u32, &'a Manifest)>,
 }
 
 impl ChunkIo for FileIo<'_> {
     fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.store.read_chunk(hash, within, buf)
+        match self.store.read_chunk(hash, within, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some((f, chan, m)) = self.fetch else {
+                    return Err(e);
+                };
+                let ahead: Vec<Hash> = m
+                    .chunk_hashes()
+                    .skip_while(|h| *h != hash)
+                    .skip(1)
+                    .filter(|h| !self.store.has_chunk(h))
+                    .take(READ_AHEAD)
+                    .copied()
+                    .collect();
+                if !ahead.is_empty() {
+                    f.prefetch(chan, &ahead);
+                }
+                f.fetch(chan, hash)?;
+                self.store.read_chunk(hash, within, buf)
+            }
+            r => r,
+        }
     }
     fn read_dirty(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match self.staging {
@@ -145,15 +180,20 @@ fn attr(ino: u64, n: &Node) -> FileAttr {
     }
 }
 
-/// One mounted channel: its tree, open contents and the store.
+/// One channel's live state: its tree, open contents and the store (and,
+/// while mounted, the kernel notifier that forgets what remote changes
+/// made stale).
 pub struct ChanFs {
     store: Arc<Store>,
+    chan: u32,
+    fetcher: Option<Arc<dyn Fetcher>>,
+    notifier: Mutex<Option<fuser::Notifier>>,
     tree: Mutex<Tree>,
     contents: Mutex<HashMap<u64, Arc<Mutex<Content>>>>,
     hlc: Arc<Hlc>,
     next_fh: AtomicU64,
     /// Read-only mount (writes get `EROFS`).
-    pub readonly: bool,
+    pub readonly: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,19 +202,130 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ChanFs {
     /// Loads channel `chan` from the store.
-    pub fn open(store: Arc<Store>, chan: u32, hlc: Arc<Hlc>) -> Result<ChanFs, StoreError> {
+    pub fn open(
+        store: Arc<Store>,
+        chan: u32,
+        hlc: Arc<Hlc>,
+        fetcher: Option<Arc<dyn Fetcher>>,
+    ) -> Result<ChanFs, StoreError> {
         let mut prefix = [0u8; 8];
         prefix.copy_from_slice(&store.node_id()[..8]);
         let (tree, muts) = Tree::load(&store, chan, prefix)?;
         store.submit(muts)?;
         Ok(ChanFs {
             store,
+            chan,
+            fetcher,
+            notifier: Mutex::new(None),
             tree: Mutex::new(tree),
             contents: Mutex::new(HashMap::new()),
             hlc,
             next_fh: AtomicU64::new(1),
-            readonly: false,
+            readonly: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Appends an entry that changes nothing in the tree (membership).
+    pub fn record(&self, op: Op) -> R<()> {
+        let t = lock(&self.tree);
+        let mut ch = t.changes();
+        t.journal(&mut ch, self.hlc.now(), op);
+        drop(t);
+        self.submit(ch.into_muts())
+    }
+
+    /// Sets the kernel notifier of the mount (`None` when unmounted).
+    pub fn set_notifier(&self, n: Option<fuser::Notifier>) {
+        *lock(&self.notifier) = n;
+    }
+
+    /// Makes the channel read-only here (an `ro` member) or writable.
+    pub fn set_readonly(&self, ro: bool) {
+        self.readonly.store(ro, Ordering::Relaxed);
+    }
+
+    fn is_readonly(&self) -> bool {
+        self.readonly.load(Ordering::Relaxed)
+    }
+
+    fn io<'a>(&'a self, staging: Option<&'a Staging>, base: &'a Manifest) -> FileIo<'a> {
+        FileIo {
+            store: &self.store,
+            staging,
+            fetch: self.fetcher.as_deref().map(|f| (f, self.chan, base)),
+        }
+    }
+
+    /// Applies verified entries of other members, in order. An entry whose
+    /// seq is not the next one of its author is skipped (already held, or
+    /// a gap the next exchange fills). Returns how many were applied.
+    pub fn apply_remote(
+        &self,
+        entries: Vec<(crate::journal::Entry, crate::journal::SignedEntry)>,
+    ) -> Result<usize, StoreError> {
+        let mut fx = tree::Effects::default();
+        let mut applied = 0;
+        {
+            let mut t = lock(&self.tree);
+            let mut ch = t.changes();
+            let mut next: HashMap<[u8; 32], u64> = HashMap::new();
+            for (e, signed) in entries {
+                let n = next
+                    .entry(e.author)
+                    .or_insert_with(|| self.store.seq_of(self.chan, &e.author) + 1);
+                if e.seq != *n {
+                    continue;
+                }
+                *n += 1;
+                self.hlc.observe(e.hlc);
+                t.apply(&e, &mut ch, &mut fx);
+                ch.push(Mut::Remote(self.chan, e.author, e.seq, signed));
+                applied += 1;
+            }
+            self.store.submit(ch.into_muts())?;
+        }
+        // Open files that took a new version without local changes read it.
+        for ino in &fx.data {
+            let c = lock(&self.contents).get(ino).cloned();
+            if let Some(c) = c {
+                let mut g = lock(&c);
+                if !g.changed {
+                    let t = lock(&self.tree);
+                    if let Ok(n) = t.get(*ino) {
+                        g.base_hash = n.content;
+                        g.size = n.size;
+                        g.base = match n.content {
+                            None => Arc::new(Manifest::default()),
+                            Some(h) => match self.store.load_manifest(&h) {
+                                Ok(m) => Arc::new(m),
+                                Err(e) => {
+                                    tracing::error!("manifest of inode {ino}: {e}");
+                                    continue;
+                                }
+                            },
+                        };
+                    }
+                }
+            }
+        }
+        self.invalidate(&fx);
+        Ok(applied)
+    }
+
+    /// Tells the kernel to forget names and attributes remote changes made
+    /// stale (outside every lock: the kernel may call back in).
+    fn invalidate(&self, fx: &tree::Effects) {
+        let n = lock(&self.notifier).clone();
+        let Some(n) = n else { return };
+        for (parent, name) in &fx.names {
+            let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for ino in fx.inodes.iter().chain(&fx.data) {
+            if seen.insert(*ino) {
+                let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+            }
+        }
     }
 
     /// Number of files and their logical bytes.
@@ -188,7 +339,7 @@ impl ChanFs {
 
     /// Applies a tree change under the tree lock and submits its records.
     fn change<T>(&self, f: impl FnOnce(&mut Tree, u64, &mut tree::Changes) -> R<T>) -> R<T> {
-        if self.readonly {
+        if self.is_readonly() {
             return Err(libc::EROFS);
         }
         let mut t = lock(&self.tree);
@@ -196,6 +347,10 @@ impl ChanFs {
         let r = f(&mut t, self.hlc.now(), &mut ch)?;
         self.submit(ch.into_muts())?;
         Ok(r)
+    }
+
+    fn generation(&self, ino: u64) -> Generation {
+        Generation(lock(&self.tree).get(ino).map(|n| n.gen).unwrap_or(0))
     }
 
     fn entry_of(&self, ino: u64) -> R<FileAttr> {
@@ -255,10 +410,7 @@ impl ChanFs {
             dirty = c.dirty.total(),
             "commit content"
         );
-        let io = FileIo {
-            store: &self.store,
-            staging: Some(&c.staging),
-        };
+        let io = self.io(Some(&c.staging), &c.base);
         let m = chunker::materialize(&c.base, &c.dirty, c.size, &io).map_err(|e| io_errno(&e))?;
         let hash = if m.is_empty() { None } else { Some(m.hash()) };
         let mut muts = Vec::new();
@@ -274,15 +426,37 @@ impl ChanFs {
             for x in muts {
                 ch.push(x);
             }
-            if let Ok(n) = t.get_mut(ino) {
+            let hlc = self.hlc.now();
+            let stamp = t.stamp(hlc);
+            // A remote version arrived while this one was being written:
+            // both are kept, as on every other node.
+            let current = t.get(ino).map(|n| n.content).ok();
+            if current.is_some_and(|cur| cur != c.base_hash) {
+                let mut fx = tree::Effects::default();
+                let ours = tree::Version {
+                    manifest: hash,
+                    size: c.size,
+                    mtime: t.get(ino).map(|n| n.mtime).unwrap_or(0),
+                    stamp,
+                };
+                t.content_conflict(ino, ours, tree::now_ns(), &mut ch, &mut fx);
+                if let Ok(n) = t.get_mut(ino) {
+                    if n.content == hash {
+                        n.manifest = Some(m.clone());
+                    }
+                }
+            } else if let Ok(n) = t.get_mut(ino) {
                 n.content = hash;
                 n.manifest = Some(m.clone());
                 n.size = c.size;
+                n.vstamp = stamp;
+            }
+            if let Ok(n) = t.get(ino) {
                 let (id, mtime) = (n.id, n.mtime);
                 t.persist(ino, &mut ch);
                 t.journal(
                     &mut ch,
-                    self.hlc.now(),
+                    hlc,
                     Op::Content {
                         id,
                         manifest: hash,
@@ -336,10 +510,8 @@ impl ChanFs {
             return Err(libc::EFBIG);
         }
         if n < c.base.len() {
-            let io = FileIo {
-                store: &self.store,
-                staging: None,
-            };
+            let base0 = c.base.clone();
+            let io = self.io(None, &base0);
             let (base, tail) = chunker::truncate_base(&c.base, n, &io).map_err(|e| io_errno(&e))?;
             c.base = Arc::new(base);
             c.dirty.truncate(n);
@@ -403,9 +575,20 @@ impl ChanFs {
         let gone = {
             let mut t = lock(&self.tree);
             let mut ch = t.changes();
-            t.released(ino, &mut ch);
+            let renew = t.released(ino, &mut ch);
             let gone = t.get(ino).is_err();
             drop(t);
+            if let Some((parent, name)) = renew {
+                // Not from inside this request: the kernel may call back.
+                let n = lock(&self.notifier).clone();
+                if let Some(n) = n {
+                    let _ = std::thread::Builder::new()
+                        .name("chanfs-inval".into())
+                        .spawn(move || {
+                            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(&name));
+                        });
+                }
+            }
             self.submit(ch.into_muts())?;
             gone
         };
@@ -483,9 +666,9 @@ impl Filesystem for FuseFs {
         let t = lock(&self.0.tree);
         match t
             .lookup(parent.0, name_bytes(name))
-            .and_then(|i| Ok((i, attr(i, t.get(i)?))))
+            .and_then(|i| Ok((t.get(i)?.gen, attr(i, t.get(i)?))))
         {
-            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
+            Ok((g, a)) => reply.entry(&TTL, &a, Generation(g)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -519,7 +702,7 @@ impl Filesystem for FuseFs {
         let ino = ino.0;
         tracing::debug!(ino, ?mode, ?uid, ?gid, ?size, ?atime, ?mtime, "setattr");
         let r = (|| -> R<FileAttr> {
-            if fs.readonly {
+            if fs.is_readonly() {
                 return Err(libc::EROFS);
             }
             if let Some(n) = size {
@@ -622,7 +805,7 @@ impl Filesystem for FuseFs {
             )
         });
         match r.and_then(|i| self.0.entry_of(i)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&TTL, &a, self.0.generation(a.ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -650,7 +833,7 @@ impl Filesystem for FuseFs {
             )
         });
         match r.and_then(|i| self.0.entry_of(i)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&TTL, &a, self.0.generation(a.ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -701,7 +884,7 @@ impl Filesystem for FuseFs {
             )
         });
         match r.and_then(|i| self.0.entry_of(i)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&TTL, &a, self.0.generation(a.ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -750,14 +933,14 @@ impl Filesystem for FuseFs {
             .0
             .change(|t, hlc, ch| t.link(ino.0, newparent.0, name_bytes(newname), hlc, ch));
         match r.and_then(|()| self.0.entry_of(ino.0)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&TTL, &a, self.0.generation(a.ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = &self.0;
-        if fs.readonly && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+        if fs.is_readonly() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
         {
@@ -801,10 +984,7 @@ impl Filesystem for FuseFs {
             }
             let n = (u64::from(size)).min(g.size - offset) as usize;
             let mut buf = vec![0u8; n];
-            let io = FileIo {
-                store: &fs.store,
-                staging: Some(&g.staging),
-            };
+            let io = fs.io(Some(&g.staging), &g.base);
             chunker::read_overlay(&g.base, &g.dirty, offset, &mut buf, &io).map_err(|e| {
                 tracing::error!("read inode {}: {e}", ino.0);
                 libc::EIO
@@ -830,7 +1010,7 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let fs = &self.0;
-        if fs.readonly {
+        if fs.is_readonly() {
             return reply.error(Errno::EROFS);
         }
         let r = fs
@@ -952,7 +1132,7 @@ impl Filesystem for FuseFs {
                         OsStr::from_bytes(&name),
                         &TTL,
                         &a,
-                        Generation(0),
+                        Generation(n.gen),
                     ) {
                         break;
                     }
@@ -1114,7 +1294,7 @@ impl Filesystem for FuseFs {
             Ok(a) => reply.created(
                 &TTL,
                 &a,
-                Generation(0),
+                fs.generation(a.ino.0),
                 FileHandle(fs.next_fh.fetch_add(1, Ordering::Relaxed)),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),

@@ -13,6 +13,9 @@ use crate::journal::{AttrChange, FileId, NodeKind, Op};
 use crate::store::manifest::Manifest;
 use crate::store::{Hash, Mut, Store, StoreError};
 
+mod apply;
+pub use apply::{Effects, Version};
+
 /// Root inode number.
 pub const ROOT: u64 = 1;
 /// Longest name accepted.
@@ -58,14 +61,30 @@ pub struct Node {
     pub target: Vec<u8>,
     /// Extended attributes.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Parent directory (directories only).
+    /// Parent directory (of the latest name, for files with several).
     pub parent: u64,
+    /// Hybrid clock of the entry that created the node (name conflicts:
+    /// the older node keeps the name).
+    pub born: u64,
+    /// Stamp of the current content version: hybrid clock and author
+    /// prefix of the entry that set it (content conflicts: the newer wins
+    /// the name, the other is kept beside it).
+    pub vstamp: (u64, [u8; 8]),
     /// Entries of a directory.
     #[serde(skip)]
     pub entries: BTreeMap<Vec<u8>, u64>,
     /// Loaded manifest of `content`.
     #[serde(skip)]
     pub manifest: Option<Arc<Manifest>>,
+    /// FUSE generation: bumped when a remote change replaces a file's
+    /// size or times, so the kernel (which trusts its own cached size and
+    /// times under the writeback cache) takes a fresh inode.
+    #[serde(skip)]
+    pub gen: u64,
+    /// A remote change arrived while the file was open: bump `gen` when
+    /// the last handle closes.
+    #[serde(skip)]
+    pub stale: bool,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +111,7 @@ pub struct Tree {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     id_prefix: [u8; 8],
+    ids: HashMap<FileId, u64>,
     /// Files with open handles (kept while unlinked).
     pub open_count: HashMap<u64, u32>,
 }
@@ -169,6 +189,7 @@ impl Tree {
             next_ino,
             id_prefix,
             open_count: HashMap::new(),
+            ids: HashMap::new(),
         };
         let mut ch = Changes {
             muts: Vec::new(),
@@ -192,8 +213,12 @@ impl Tree {
                 target: Vec::new(),
                 xattrs: BTreeMap::new(),
                 parent: ROOT,
+                born: 0,
+                vstamp: (0, [0; 8]),
                 entries: BTreeMap::new(),
                 manifest: None,
+                gen: 0,
+                stale: false,
             };
             ch.node(ROOT, &root);
             tree.nodes.insert(ROOT, root);
@@ -209,7 +234,13 @@ impl Tree {
             tree.nodes.remove(&ino);
             ch.gone(ino);
         }
+        tree.ids = tree.nodes.iter().map(|(i, n)| (n.id, *i)).collect();
         Ok((tree, ch.muts))
+    }
+
+    /// The version stamp of a local change made at `hlc`.
+    pub fn stamp(&self, hlc: u64) -> (u64, [u8; 8]) {
+        (hlc, self.id_prefix)
     }
 
     /// A change set for this tree's channel.
@@ -331,10 +362,15 @@ impl Tree {
             target: target.clone(),
             xattrs: BTreeMap::new(),
             parent,
+            born: hlc,
+            vstamp: (hlc, self.id_prefix),
             entries: BTreeMap::new(),
             manifest: None,
+            gen: 0,
+            stale: false,
         };
         ch.node(ino, &node);
+        self.ids.insert(id, ino);
         self.nodes.insert(ino, node);
         ch.muts.push(Mut::Inode(
             self.chan,
@@ -370,29 +406,46 @@ impl Tree {
             .get(&ino)
             .is_some_and(|n| n.nlink == 0 && self.open_count.get(&ino).copied().unwrap_or(0) == 0);
         if free {
-            self.nodes.remove(&ino);
-            ch.gone(ino);
+            self.drop_node(ino, ch);
         } else {
             self.persist(ino, ch);
         }
     }
 
+    fn drop_node(&mut self, ino: u64, ch: &mut Changes) {
+        if let Some(n) = self.nodes.remove(&ino) {
+            self.ids.remove(&n.id);
+        }
+        ch.gone(ino);
+    }
+
     /// Called when a handle of `ino` closes; frees an unlinked node with
     /// the last one.
-    pub fn released(&mut self, ino: u64, ch: &mut Changes) {
+    /// Returns the name to invalidate when a remote change waited for
+    /// this close.
+    pub fn released(&mut self, ino: u64, ch: &mut Changes) -> Option<(u64, Vec<u8>)> {
         match self.open_count.get_mut(&ino) {
             Some(n) if *n > 1 => {
                 *n -= 1;
-                return;
+                return None;
             }
             _ => {
                 self.open_count.remove(&ino);
             }
         }
         if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
-            self.nodes.remove(&ino);
-            ch.gone(ino);
+            self.drop_node(ino, ch);
+            return None;
         }
+        let n = self.nodes.get_mut(&ino)?;
+        if !n.stale {
+            return None;
+        }
+        n.stale = false;
+        n.gen += 1;
+        let parent = n.parent;
+        let name = self.name_in(parent, ino, b"")?;
+        Some((parent, name))
     }
 
     /// Removes a non-directory name.
@@ -402,7 +455,7 @@ impl Tree {
         if n.kind == NodeKind::Dir {
             return Err(libc::EISDIR);
         }
-        let id = n.id;
+        let (id, seen) = (n.id, n.content);
         let pid = self.get(parent)?.id;
         let t = now_ns();
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -421,6 +474,7 @@ impl Tree {
                 id,
                 parent: pid,
                 name: name.to_vec(),
+                seen,
             },
         );
         Ok(ino)
@@ -459,6 +513,7 @@ impl Tree {
                 id,
                 parent: pid,
                 name: name.to_vec(),
+                seen: None,
             },
         );
         Ok(())
@@ -544,9 +599,7 @@ impl Tree {
             for (ino, par) in [(src, newparent), (dst, parent)] {
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
-                    if n.kind == NodeKind::Dir {
-                        n.parent = par;
-                    }
+                    n.parent = par;
                 }
                 self.persist(ino, ch);
             }
@@ -585,7 +638,7 @@ impl Tree {
                 (true, true) if !dn.entries.is_empty() => return Err(libc::ENOTEMPTY),
                 _ => {}
             }
-            let did = dn.id;
+            let (did, dseen) = (dn.id, dn.content);
             if let Some(n) = self.nodes.get_mut(&d) {
                 if n.kind == NodeKind::Dir {
                     n.nlink = 0;
@@ -606,6 +659,7 @@ impl Tree {
                     id: did,
                     parent: npid,
                     name: newname.to_vec(),
+                    seen: dseen,
                 },
             );
         }
@@ -623,9 +677,7 @@ impl Tree {
         }
         if let Some(n) = self.nodes.get_mut(&src) {
             n.ctime = t;
-            if src_dir {
-                n.parent = newparent;
-            }
+            n.parent = newparent;
         }
         self.persist(src, ch);
         self.touch_dir(parent, t, ch);
@@ -675,6 +727,7 @@ impl Tree {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlink += 1;
             n.ctime = t;
+            n.parent = newparent;
         }
         self.persist(ino, ch);
         if let Some(p) = self.nodes.get_mut(&newparent) {

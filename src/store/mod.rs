@@ -10,9 +10,9 @@ pub mod manifest;
 pub mod pack;
 pub mod ranges;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ use ed25519_dalek::SigningKey;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Entry, Op, SignedEntry};
+use crate::journal::{Entry, Member, Op, Role, SignedEntry};
 use manifest::Manifest;
 use pack::{Loc, Packs};
 
@@ -35,7 +35,8 @@ const INODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inodes-
 const DIRENTS: TableDefinition<(u32, u64, &[u8]), u64> = TableDefinition::new("dirents-v1");
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests-v1");
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-v1");
-const JOURNAL: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("journal-v1");
+/// Journal entries by (channel, author, seq): the author's signed bytes.
+const JOURNAL: TableDefinition<(u32, &[u8], u64), &[u8]> = TableDefinition::new("journal-v2");
 
 /// redb page cache size.
 const REDB_CACHE: usize = 16 << 20;
@@ -97,7 +98,21 @@ pub struct ChannelRec {
     pub name: String,
     /// Leader node id.
     pub leader: [u8; 32],
+    /// Members, the leader among them.
+    pub members: Vec<Member>,
+    /// One-time invitation secrets this node (the leader) handed out.
+    pub invites: Vec<([u8; 16], Role)>,
 }
+
+impl ChannelRec {
+    /// The member with node id `id`.
+    pub fn member(&self, id: &[u8; 32]) -> Option<&Member> {
+        self.members.iter().find(|m| &m.id == id)
+    }
+}
+
+/// A version vector: author → highest contiguous seq held.
+pub type Vv = BTreeMap<[u8; 32], u64>;
 
 /// One metadata change, applied by the committer in order.
 #[derive(Debug)]
@@ -112,6 +127,10 @@ pub enum Mut {
     Chunk(Hash, Loc),
     /// Append a journal entry for this change (signed at commit).
     Journal(u32, u64, Op),
+    /// Append a verified entry of another author (channel, author, seq).
+    Remote(u32, [u8; 32], u64, SignedEntry),
+    /// Replace a channel's record (membership changed).
+    Channel(ChannelRec),
 }
 
 enum Msg {
@@ -139,6 +158,9 @@ struct Counters {
 
 /// The store of one home.
 pub struct Store {
+    vv: Mutex<HashMap<u32, Vv>>,
+    commits: tokio::sync::watch::Sender<u64>,
+    eager: Arc<AtomicBool>,
     db: Arc<Database>,
     packs: Arc<Packs>,
     chunks: RwLock<HashMap<Hash, Loc>>,
@@ -147,6 +169,7 @@ pub struct Store {
     committer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     node_id: [u8; 32],
+    public_key: [u8; 32],
     staging: PathBuf,
 }
 
@@ -154,6 +177,7 @@ impl Store {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path, key: SigningKey, node_id: [u8; 32]) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let key_pub = key.verifying_key().to_bytes();
         // The whole tree of a mounted channel lives in memory already; a
         // small page cache keeps the node's footprint small.
         let db = Arc::new(
@@ -167,7 +191,7 @@ impl Store {
         std::fs::create_dir_all(&staging)?;
         let mut chunks = HashMap::new();
         let mut stored = 0u64;
-        let mut seqs: HashMap<u32, u64> = HashMap::new();
+        let mut vv: HashMap<u32, Vv> = HashMap::new();
         let mut journal_len = 0u64;
         {
             let w = db.begin_write()?;
@@ -192,16 +216,27 @@ impl Store {
             }
             for item in r.open_table(JOURNAL)?.iter()? {
                 let (k, _) = item?;
-                let (chan, seq) = k.value();
+                let (chan, author, seq) = k.value();
                 journal_len += 1;
-                let e = seqs.entry(chan).or_default();
+                let author: [u8; 32] = author
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("journal key".into()))?;
+                let e = vv.entry(chan).or_default().entry(author).or_default();
                 *e = (*e).max(seq);
             }
         }
         let counters = Arc::new(Counters::default());
         counters.journal.store(journal_len, Ordering::Relaxed);
+        let seqs = vv
+            .iter()
+            .map(|(c, v)| (*c, v.get(&node_id).copied().unwrap_or(0)))
+            .collect();
         let (tx, rx) = mpsc::channel();
+        let commits = tokio::sync::watch::Sender::new(0u64);
+        let eager = Arc::new(AtomicBool::new(false));
         let committer = Committer {
+            commits: commits.clone(),
+            eager: eager.clone(),
             db: db.clone(),
             packs: packs.clone(),
             rx,
@@ -215,6 +250,9 @@ impl Store {
             .name("chanfs-commit".into())
             .spawn(move || committer.run())?;
         Ok(Store {
+            vv: Mutex::new(vv),
+            commits,
+            eager,
             db,
             packs,
             chunks: RwLock::new(chunks),
@@ -223,6 +261,7 @@ impl Store {
             committer: Mutex::new(Some(handle)),
             counters,
             node_id,
+            public_key: key_pub,
             staging,
         })
     }
@@ -245,12 +284,110 @@ impl Store {
             .map_err(|_| StoreError::Stopped("committer exited".into()))
     }
 
-    /// Queues a batch of changes; they commit atomically, in order.
+    /// Queues a batch of changes; they commit atomically, in order. The
+    /// version vector counts the batch's journal entries at once, so the
+    /// next entry of an author is judged against everything submitted.
     pub fn submit(&self, batch: Vec<Mut>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.send(Msg::Batch(batch))
+        let mut vv = self
+            .vv
+            .lock()
+            .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+        let before = vv.clone();
+        for m in &batch {
+            match m {
+                Mut::Journal(c, hlc, _) if *hlc != 0 => {
+                    *vv.entry(*c).or_default().entry(self.node_id).or_default() += 1;
+                }
+                Mut::Remote(c, author, seq, _) => {
+                    let e = vv.entry(*c).or_default().entry(*author).or_default();
+                    *e = (*e).max(*seq);
+                }
+                _ => {}
+            }
+        }
+        let r = self.send(Msg::Batch(batch));
+        if r.is_err() {
+            *vv = before;
+        }
+        r
+    }
+
+    /// The version vector of channel `chan` (everything submitted).
+    pub fn vv(&self, chan: u32) -> Vv {
+        self.vv
+            .lock()
+            .map(|v| v.get(&chan).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Highest contiguous seq of `author` in `chan`.
+    pub fn seq_of(&self, chan: u32, author: &[u8; 32]) -> u64 {
+        self.vv
+            .lock()
+            .map(|v| {
+                v.get(&chan)
+                    .and_then(|a| a.get(author))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// A receiver that changes after every commit that added entries.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// With peers connected, commits that add journal entries are made
+    /// durable at once: an entry another node holds must never be lost
+    /// here (its seq would be reused for a different change).
+    pub fn set_eager_durability(&self, on: bool) {
+        self.eager.store(on, Ordering::Relaxed);
+    }
+
+    /// Committed entries of `author` in `chan` from seq `from`, at most `max`.
+    pub fn journal_from(
+        &self,
+        chan: u32,
+        author: &[u8; 32],
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<SignedEntry>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(JOURNAL)?;
+        let lo: (u32, &[u8], u64) = (chan, &author[..], from);
+        let hi: (u32, &[u8], u64) = (chan, &author[..], u64::MAX);
+        let mut out = Vec::new();
+        for item in t.range(lo..=hi)?.take(max) {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The encoded manifest `hash`, if stored.
+    pub fn manifest_bytes(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(MANIFESTS)?;
+        Ok(t.get(&hash[..])?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a channel record as it is (a joined channel, or membership).
+    pub fn put_channel(&self, rec: &ChannelRec) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        w.open_table(CHANNELS)?
+            .insert(rec.local, postcard::to_allocvec(rec)?.as_slice())?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// A local number for a new channel.
+    pub fn next_local(&self) -> Result<u32, StoreError> {
+        Ok(self.channels()?.iter().map(|c| c.local).max().unwrap_or(0) + 1)
     }
 
     /// Waits until everything submitted so far is durable.
@@ -334,6 +471,14 @@ impl Store {
         self.packs.read(&loc, within, buf)
     }
 
+    /// The whole bytes of a stored chunk.
+    pub fn chunk_bytes(&self, hash: &Hash) -> Option<Vec<u8>> {
+        let loc = self.chunks.read().ok()?.get(hash).copied()?;
+        let mut buf = vec![0u8; loc.len as usize];
+        self.packs.read(&loc, 0, &mut buf).ok()?;
+        Some(buf)
+    }
+
     /// Loads a manifest by hash.
     pub fn load_manifest(&self, hash: &Hash) -> Result<Manifest, StoreError> {
         let r = self.db.begin_read()?;
@@ -376,6 +521,13 @@ impl Store {
             id,
             name: name.to_string(),
             leader: self.node_id,
+            members: vec![Member {
+                id: self.node_id,
+                key: self.public_key,
+                role: Role::Rw,
+                addrs: Vec::new(),
+            }],
+            invites: Vec::new(),
         };
         let mut w = self.db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
@@ -411,14 +563,13 @@ impl Store {
         Ok((inodes, dirents))
     }
 
-    /// Reads a channel's journal (for inspection and sync).
+    /// Reads a channel's journal, all authors (for inspection).
     pub fn journal(&self, chan: u32) -> Result<Vec<SignedEntry>, StoreError> {
         let r = self.db.begin_read()?;
         let mut out = Vec::new();
-        for item in r
-            .open_table(JOURNAL)?
-            .range((chan, 0u64)..=(chan, u64::MAX))?
-        {
+        let lo: (u32, &[u8], u64) = (chan, &[], 0);
+        let hi: (u32, &[u8], u64) = (chan + 1, &[], 0);
+        for item in r.open_table(JOURNAL)?.range(lo..hi)? {
             let (_, v) = item?;
             out.push(postcard::from_bytes(v.value())?);
         }
@@ -436,6 +587,8 @@ impl Store {
 }
 
 struct Committer {
+    commits: tokio::sync::watch::Sender<u64>,
+    eager: Arc<AtomicBool>,
     db: Arc<Database>,
     packs: Arc<Packs>,
     rx: Receiver<Msg>,
@@ -475,7 +628,13 @@ impl Committer {
                 };
             }
             dirty |= !batches.is_empty();
-            let durable = !waiters.is_empty() || stop || last_durable.elapsed() >= DURABLE_EVERY;
+            let entries = batches.iter().flatten().any(|m| {
+                matches!(m, Mut::Journal(_, h, _) if *h != 0) || matches!(m, Mut::Remote(..))
+            });
+            let durable = !waiters.is_empty()
+                || stop
+                || last_durable.elapsed() >= DURABLE_EVERY
+                || (entries && self.eager.load(Ordering::Relaxed));
             if batches.is_empty() && !(durable && dirty) {
                 for w in waiters {
                     let _ = w.send(Ok(()));
@@ -496,6 +655,9 @@ impl Committer {
             if durable && res.is_ok() {
                 last_durable = Instant::now();
                 dirty = false;
+            }
+            if entries && res.is_ok() {
+                self.commits.send_modify(|n| *n += 1);
             }
             for w in waiters {
                 let _ = w.send(res.clone());
@@ -575,8 +737,23 @@ impl Committer {
                         };
                         let signed = SignedEntry::sign(&entry, &self.key)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        journal.insert((c, *seq), postcard::to_allocvec(&signed)?.as_slice())?;
+                        journal.insert(
+                            (c, &self.node_id[..], *seq),
+                            postcard::to_allocvec(&signed)?.as_slice(),
+                        )?;
                         added += 1;
+                    }
+                    Mut::Remote(c, author, seq, signed) => {
+                        journal.insert(
+                            (c, &author[..], seq),
+                            postcard::to_allocvec(&signed)?.as_slice(),
+                        )?;
+                        added += 1;
+                    }
+                    Mut::Channel(rec) => {
+                        self.channels.insert(rec.local, rec.id);
+                        w.open_table(CHANNELS)?
+                            .insert(rec.local, postcard::to_allocvec(&rec)?.as_slice())?;
                     }
                 }
             }

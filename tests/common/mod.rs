@@ -90,10 +90,50 @@ impl Mounted {
         m
     }
 
+    /// A fresh home that joins `leader`'s channel with an invitation for
+    /// `role` and mounts it. `config` lines are added to its config file.
+    pub fn joined(leader: &Mounted, role: &str, config: &str) -> Mounted {
+        require_fuse();
+        let tmp = tempfile::Builder::new()
+            .prefix("chanfs-test")
+            .tempdir()
+            .unwrap();
+        let home = tmp.path().join("home");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        chanfs_ok(&home, &["init"]);
+        if !config.is_empty() {
+            let p = home.join("config.toml");
+            let mut c = std::fs::read_to_string(&p).unwrap();
+            c.push_str(config);
+            c.push('\n');
+            std::fs::write(&p, c).unwrap();
+        }
+        let token = chanfs_ok(
+            &leader.home,
+            &["channel", "invite", &leader.channel, "--role", role],
+        );
+        chanfs_ok(&home, &["channel", "join", token.trim()]);
+        let mut m = Mounted {
+            tmp,
+            home,
+            mnt,
+            channel: leader.channel.clone(),
+            pid: None,
+        };
+        m.mount(&[]);
+        m
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> String {
+        chanfs_ok(&self.home, &["id"]).trim().to_string()
+    }
+
     /// Mounts the channel again (after an unmount or a crash).
     pub fn mount(&mut self, extra: &[&str]) {
         let mnt = self.mnt.to_str().unwrap().to_string();
-        let mut args = vec!["mount", "work", mnt.as_str()];
+        let mut args = vec!["mount", self.channel.as_str(), mnt.as_str()];
         args.extend_from_slice(extra);
         chanfs_ok(&self.home, &args);
         self.pid = Some(self.status()["pid"].as_u64().unwrap() as u32);
@@ -216,4 +256,17 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(n);
     out
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `secs`
+/// seconds; panics with `what` on timeout.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,0 +1,577 @@
+//! Applying other members' journal entries to the tree. Entries name nodes
+//! by stable id, never by path, so a rename is one entry and a change finds
+//! its node wherever it moved. Every rule here is deterministic, so that
+//! nodes holding the same entries show the same tree:
+//! - two nodes claiming one name: the older (creation clock, then id) keeps
+//!   it, the other shows as `name.conflict-<node>-<time>.ext`;
+//! - two content versions replacing the same version: the newer (clock,
+//!   then author) keeps the name, the other is kept beside it as a conflict
+//!   copy whose id derives from both, so every node makes the same copy;
+//! - edit beats delete: a remove that did not see the file's current
+//!   content, or a directory that still has children, leaves it in place;
+//! - a move that would put a directory inside itself is not applied.
+
+use std::collections::BTreeMap;
+
+use crate::journal::{Entry, FileId, NodeKind, Op};
+use crate::store::Hash;
+
+use super::{Changes, Node, Tree, ROOT};
+
+/// What the kernel must forget after remote changes: names and inodes.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// (parent inode, name) whose lookup changed.
+    pub names: Vec<(u64, Vec<u8>)>,
+    /// Inodes whose attributes or data changed.
+    pub inodes: Vec<u64>,
+    /// Inodes whose content changed (page cache to drop).
+    pub data: Vec<u64>,
+}
+
+/// The visible name of a conflict copy: `stem.conflict-<node>-<time>.ext`.
+pub fn conflict_name(name: &[u8], author: [u8; 8], hlc: u64) -> Vec<u8> {
+    let node = data_encoding::BASE32_NOPAD.encode(&author[..5]);
+    let secs = (hlc / 1_000_000) as i64;
+    let (d, t) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, dd) = civil(d);
+    let stamp = format!(
+        "{y:04}{m:02}{dd:02}-{:02}{:02}{:02}",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    );
+    let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
+    let (stem, ext) = match dot {
+        Some(i) => (&name[..i], &name[i..]),
+        None => (name, &b""[..]),
+    };
+    let mut out = stem.to_vec();
+    out.extend_from_slice(format!(".conflict-{node}-{stamp}").as_bytes());
+    out.extend_from_slice(ext);
+    out.truncate(super::NAME_MAX);
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day) (proleptic Gregorian).
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn prefix(author: &[u8; 32]) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&author[..8]);
+    p
+}
+
+fn id_prefix(id: &FileId) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&id.0[..8]);
+    p
+}
+
+impl Tree {
+    /// The inode of node `id`.
+    pub fn ino_of(&self, id: &FileId) -> Option<u64> {
+        if *id == FileId::ROOT {
+            return Some(ROOT);
+        }
+        self.ids.get(id).copied()
+    }
+
+    fn dir_ino(&self, id: &FileId) -> Option<u64> {
+        self.ino_of(id)
+            .filter(|i| self.nodes.get(i).is_some_and(|n| n.kind == NodeKind::Dir))
+    }
+
+    /// The name `ino` has in `parent` (`hint` first).
+    pub(super) fn name_in(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
+        let p = self.nodes.get(&parent)?;
+        if p.entries.get(hint) == Some(&ino) {
+            return Some(hint.to_vec());
+        }
+        p.entries
+            .iter()
+            .find(|(_, &i)| i == ino)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn link_name(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let is_dir = self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == NodeKind::Dir);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.entries.insert(name.to_vec(), ino);
+            if is_dir {
+                p.nlink += 1;
+            }
+            p.mtime = t;
+            p.ctime = t;
+        }
+        self.persist(parent, ch);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = parent;
+        }
+        ch.dirent(parent, name, Some(ino));
+        fx.names.push((parent, name.to_vec()));
+        fx.inodes.push(parent);
+    }
+
+    fn unlink_name(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        let ino = self.nodes.get_mut(&parent)?.entries.remove(name)?;
+        let is_dir = self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == NodeKind::Dir);
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            if is_dir {
+                p.nlink = p.nlink.saturating_sub(1);
+            }
+            p.mtime = t;
+            p.ctime = t;
+        }
+        self.persist(parent, ch);
+        ch.dirent(parent, name, None);
+        fx.names.push((parent, name.to_vec()));
+        fx.inodes.push(parent);
+        Some(ino)
+    }
+
+    /// A free name for a conflict copy of `name` in `parent`.
+    fn free_conflict_name(&self, parent: u64, name: &[u8], author: [u8; 8], hlc: u64) -> Vec<u8> {
+        let base = conflict_name(name, author, hlc);
+        let taken = |n: &[u8]| {
+            self.nodes
+                .get(&parent)
+                .is_some_and(|p| p.entries.contains_key(n))
+        };
+        if !taken(&base) {
+            return base;
+        }
+        (2u32..)
+            .map(|i| {
+                let mut n = base.clone();
+                n.extend_from_slice(format!("~{i}").as_bytes());
+                n
+            })
+            .find(|n| !taken(n))
+            .unwrap_or(base)
+    }
+
+    /// Gives `ino` the name `name` in `parent`; when another node holds the
+    /// name, the younger of the two (creation clock, then id) takes a
+    /// conflict name instead.
+    fn place(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let holder = self
+            .nodes
+            .get(&parent)
+            .and_then(|p| p.entries.get(name).copied());
+        let Some(other) = holder.filter(|&o| o != ino) else {
+            if holder.is_none() {
+                self.link_name(parent, name, ino, t, ch, fx);
+            }
+            return;
+        };
+        let key = |tr: &Tree, i: u64| tr.nodes.get(&i).map(|n| (n.born, n.id));
+        let (mine, theirs) = (key(self, ino), key(self, other));
+        if mine > theirs {
+            let (born, id) = mine.unwrap_or_default();
+            let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
+            self.link_name(parent, &alt, ino, t, ch, fx);
+        } else {
+            let (born, id) = theirs.unwrap_or_default();
+            let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
+            self.unlink_name(parent, name, t, ch, fx);
+            self.link_name(parent, &alt, other, t, ch, fx);
+            self.link_name(parent, name, ino, t, ch, fx);
+        }
+    }
+
+    fn new_node(&self, id: FileId, kind: NodeKind, perm: u32, parent: u64, born: u64) -> Node {
+        let t = (born as i64).saturating_mul(1000);
+        let (uid, gid) = self
+            .nodes
+            .get(&ROOT)
+            .map(|r| (r.uid, r.gid))
+            .unwrap_or((0, 0));
+        Node {
+            id,
+            kind,
+            perm: perm & 0o7777,
+            uid,
+            gid,
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            content: None,
+            target: Vec::new(),
+            xattrs: BTreeMap::new(),
+            parent,
+            born,
+            vstamp: (born, id_prefix(&id)),
+            entries: BTreeMap::new(),
+            manifest: None,
+            gen: 0,
+            stale: false,
+        }
+    }
+
+    /// The kernel keeps its own size and times of a cached regular file:
+    /// after a remote change it must get a fresh inode (a new generation
+    /// at the next lookup), now or when the file's last handle closes.
+    fn renew(&mut self, ino: u64, fx: &mut Effects) {
+        let open = self.open_count.get(&ino).copied().unwrap_or(0) > 0;
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if n.kind != NodeKind::File {
+            return;
+        }
+        if open {
+            n.stale = true;
+            return;
+        }
+        n.gen += 1;
+        let parent = n.parent;
+        let names: Vec<Vec<u8>> = self
+            .nodes
+            .get(&parent)
+            .map(|p| {
+                p.entries
+                    .iter()
+                    .filter(|(_, &i)| i == ino)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in names {
+            fx.names.push((parent, name));
+        }
+    }
+
+    fn insert_node(&mut self, ino: u64, n: Node, ch: &mut Changes) {
+        self.ids.insert(n.id, ino);
+        ch.node(ino, &n);
+        self.nodes.insert(ino, n);
+        ch.muts.push(crate::store::Mut::Inode(
+            self.chan,
+            0,
+            Some(self.next_ino.to_le_bytes().to_vec()),
+        ));
+    }
+
+    /// Applies another member's entry. Unknown ids and stale moves are
+    /// skipped; nothing here fails.
+    pub fn apply(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
+        let t = (e.hlc as i64).saturating_mul(1000);
+        let author = prefix(&e.author);
+        match &e.op {
+            Op::Create {
+                id,
+                parent,
+                name,
+                kind,
+                mode,
+                target,
+            } => {
+                if self.ids.contains_key(id) || *id == FileId::ROOT {
+                    return;
+                }
+                let p = self.dir_ino(parent).unwrap_or(ROOT);
+                let ino = self.next_ino;
+                self.next_ino += 1;
+                let mut n = self.new_node(*id, *kind, *mode, p, e.hlc);
+                if *kind == NodeKind::Symlink {
+                    n.target = target.clone();
+                    n.size = target.len() as u64;
+                }
+                self.insert_node(ino, n, ch);
+                self.place(p, name, ino, t, ch, fx);
+            }
+            Op::Remove {
+                id,
+                parent,
+                name,
+                seen,
+            } => {
+                let (Some(ino), Some(p)) = (self.ino_of(id), self.ino_of(parent)) else {
+                    return;
+                };
+                let Some(n) = self.nodes.get(&ino) else {
+                    return;
+                };
+                if (n.kind == NodeKind::File && n.content != *seen)
+                    || (n.kind == NodeKind::Dir && !n.entries.is_empty())
+                {
+                    return;
+                }
+                let Some(nm) = self.name_in(p, ino, name) else {
+                    return;
+                };
+                self.unlink_name(p, &nm, t, ch, fx);
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.nlink = if n.kind == NodeKind::Dir {
+                        0
+                    } else {
+                        n.nlink.saturating_sub(1)
+                    };
+                    n.ctime = t;
+                }
+                fx.inodes.push(ino);
+                self.maybe_free(ino, ch);
+            }
+            Op::Move {
+                id,
+                parent,
+                name,
+                old_parent,
+                old_name,
+            } => {
+                let (Some(ino), Some(np)) = (self.ino_of(id), self.dir_ino(parent)) else {
+                    return;
+                };
+                let Some(n) = self.nodes.get(&ino) else {
+                    return;
+                };
+                let is_dir = n.kind == NodeKind::Dir;
+                if is_dir && self.is_ancestor(ino, np) {
+                    return;
+                }
+                let from = if is_dir {
+                    Some(n.parent)
+                } else {
+                    self.ino_of(old_parent)
+                };
+                let Some(from) = from else { return };
+                let Some(cur) = self.name_in(from, ino, old_name) else {
+                    return;
+                };
+                if from == np && cur == *name {
+                    return;
+                }
+                self.unlink_name(from, &cur, t, ch, fx);
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.ctime = t;
+                }
+                self.persist(ino, ch);
+                self.place(np, name, ino, t, ch, fx);
+            }
+            Op::Link { id, parent, name } => {
+                let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
+                    return;
+                };
+                if self.nodes.get(&ino).is_none_or(|n| n.kind == NodeKind::Dir) {
+                    return;
+                }
+                if self.name_in(p, ino, name).as_deref() == Some(name.as_slice()) {
+                    return;
+                }
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.nlink += 1;
+                    n.ctime = t;
+                }
+                self.persist(ino, ch);
+                fx.inodes.push(ino);
+                self.place(p, name, ino, t, ch, fx);
+            }
+            Op::SetAttr { id, attr } => {
+                let Some(ino) = self.ino_of(id) else { return };
+                let Some(n) = self.nodes.get_mut(&ino) else {
+                    return;
+                };
+                // Owners are local: a uid on another machine means nothing here.
+                if let Some(m) = attr.mode {
+                    n.perm = m & 0o7777;
+                }
+                if let Some(x) = attr.atime {
+                    n.atime = x;
+                }
+                let times = attr.mtime.is_some();
+                if let Some(x) = attr.mtime {
+                    n.mtime = x;
+                }
+                n.ctime = t;
+                self.persist(ino, ch);
+                fx.inodes.push(ino);
+                if times {
+                    self.renew(ino, fx);
+                }
+            }
+            Op::Content {
+                id,
+                manifest,
+                size,
+                replaces,
+                mtime,
+            } => {
+                let Some(ino) = self.ino_of(id) else { return };
+                let Some(n) = self.nodes.get(&ino) else {
+                    return;
+                };
+                if n.kind != NodeKind::File || n.content == *manifest {
+                    return;
+                }
+                let remote = Version {
+                    manifest: *manifest,
+                    size: *size,
+                    mtime: *mtime,
+                    stamp: (e.hlc, author),
+                };
+                if n.content == *replaces {
+                    self.set_version(ino, &remote, t, ch, fx);
+                } else {
+                    self.content_conflict(ino, remote, t, ch, fx);
+                }
+            }
+            Op::Xattr { id, name, value } => {
+                let Some(ino) = self.ino_of(id) else { return };
+                let Some(n) = self.nodes.get_mut(&ino) else {
+                    return;
+                };
+                match value {
+                    Some(v) => n.xattrs.insert(name.clone(), v.clone()),
+                    None => n.xattrs.remove(name),
+                };
+                n.ctime = t;
+                self.persist(ino, ch);
+                fx.inodes.push(ino);
+            }
+            Op::Membership(_) => {}
+        }
+    }
+
+    fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.content = v.manifest;
+            n.manifest = None;
+            n.size = v.size;
+            n.mtime = v.mtime;
+            n.ctime = t;
+            n.vstamp = v.stamp;
+        }
+        self.persist(ino, ch);
+        fx.inodes.push(ino);
+        fx.data.push(ino);
+        self.renew(ino, fx);
+    }
+
+    /// Two versions of `ino` replaced the same one: the newer stays, the
+    /// other becomes a conflict copy beside it (the same on every node).
+    /// Returns the inode of the copy, if one was made.
+    pub fn content_conflict(
+        &mut self,
+        ino: u64,
+        other: Version,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        let n = self.nodes.get(&ino)?;
+        let local = Version {
+            manifest: n.content,
+            size: n.size,
+            mtime: n.mtime,
+            stamp: n.vstamp,
+        };
+        let (id, perm, parent) = (n.id, n.perm, n.parent);
+        let (winner, loser) = if other.stamp > local.stamp {
+            (other, local)
+        } else {
+            (local, other)
+        };
+        if winner.stamp != local.stamp {
+            self.set_version(ino, &winner, t, ch, fx);
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&id.0);
+        h.update(loser.manifest.as_ref().map_or(&[0u8; 32][..], |m| &m[..]));
+        h.update(&loser.stamp.0.to_le_bytes());
+        let mut cid = [0u8; 16];
+        cid.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        let cid = FileId(cid);
+        if self.ids.contains_key(&cid) {
+            return None;
+        }
+        let name = self.name_in(parent, ino, b"")?;
+        let cino = self.next_ino;
+        self.next_ino += 1;
+        let mut c = self.new_node(cid, NodeKind::File, perm, parent, loser.stamp.0);
+        c.content = loser.manifest;
+        c.size = loser.size;
+        c.mtime = loser.mtime;
+        c.vstamp = loser.stamp;
+        self.insert_node(cino, c, ch);
+        let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
+        self.link_name(parent, &alt, cino, t, ch, fx);
+        Some(cino)
+    }
+}
+
+/// One content version of a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Version {
+    /// Manifest (`None`: empty).
+    pub manifest: Option<Hash>,
+    /// Size.
+    pub size: u64,
+    /// Modification time (ns).
+    pub mtime: i64,
+    /// (hybrid clock, author prefix) of the entry that made it.
+    pub stamp: (u64, [u8; 8]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_keep_the_extension() {
+        let a = [0u8; 8];
+        // 2026-11-23 12:00:00 UTC.
+        let hlc = 1_795_435_200u64 * 1_000_000;
+        assert_eq!(
+            conflict_name(b"report.txt", a, hlc),
+            b"report.conflict-AAAAAAAA-20261123-120000.txt".to_vec()
+        );
+        assert_eq!(
+            conflict_name(b".bashrc", a, hlc),
+            b".bashrc.conflict-AAAAAAAA-20261123-120000".to_vec()
+        );
+        assert_eq!(civil(0), (1970, 1, 1));
+    }
+}

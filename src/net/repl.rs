@@ -1,0 +1,1069 @@
+//! Replication between members: connections, channel streams, the version
+//! vector exchange, pushing new entries at once, chunk requests and joins.
+//! Everything received is verified (signature, membership, role, hash)
+//! before it reaches the node; anything malformed closes its stream with a
+//! log line and changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::{watch, Semaphore};
+
+use super::frame::{read_frame, write_frame};
+use super::proto::{code, ChanMsg, ChunkReply, JoinReply, Open, Token, WireVv, PROTO};
+use super::tls;
+use crate::identity::{node_id_of_key, Identity, NodeId};
+use crate::journal::{Entry, Member, MemberOp, Op, Role, SignedEntry};
+use crate::store::manifest::Manifest;
+use crate::store::{ChannelRec, Hash, Mut, Store, Vv};
+
+/// Entries per frame.
+const BATCH: usize = 512;
+/// Bytes of manifests per frame (frames stay under the frame limit).
+const BATCH_BYTES: usize = 8 << 20;
+/// How often idle channel streams exchange version vectors.
+const TICK: Duration = Duration::from_secs(2);
+/// How often members without a connection are dialed.
+const DIAL_EVERY: Duration = Duration::from_secs(1);
+/// Concurrent background chunk fetches.
+const PREFETCH_SLOTS: usize = 16;
+
+/// What the network needs from the node: applying verified entries and
+/// admitting a member that presented an invitation.
+pub trait Host: Send + Sync + 'static {
+    /// Applies verified entries of channel `local`, in order.
+    fn apply(&self, local: u32, entries: Vec<(Entry, SignedEntry)>) -> anyhow::Result<usize>;
+    /// Records (as leader) the admission of `member`; returns the record.
+    fn admit(&self, local: u32, member: Member) -> anyhow::Result<ChannelRec>;
+    /// Membership of channel `local` changed.
+    fn membership_changed(&self, local: u32);
+}
+
+struct Conn {
+    conn: quinn::Connection,
+    dialed_by_me: bool,
+    streams: HashSet<u32>,
+}
+
+/// Per-channel figures for `status`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// Node id.
+    pub id: String,
+    /// Role.
+    pub role: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Round-trip time (ms) when connected.
+    pub rtt_ms: Option<f64>,
+    /// Entries this node has that the peer has not acknowledged.
+    pub to_send: u64,
+    /// Address in use or known.
+    pub addr: Option<String>,
+}
+
+struct Inner {
+    ident: Identity,
+    store: Arc<Store>,
+    host: Arc<dyn Host>,
+    ep: quinn::Endpoint,
+    conns: Mutex<HashMap<[u8; 32], Conn>>,
+    learned: Mutex<HashMap<[u8; 32], SocketAddr>>,
+    dialing: Mutex<HashSet<[u8; 32]>>,
+    inflight: Mutex<HashMap<Hash, watch::Receiver<Option<bool>>>>,
+    /// What each peer holds of each channel, as far as we know.
+    sent: Mutex<HashMap<([u8; 32], u32), Vv>>,
+    prefetch: Arc<Semaphore>,
+    fetch_timeout: Duration,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// The network side of a node.
+pub struct Net {
+    inner: Arc<Inner>,
+    handle: tokio::runtime::Handle,
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_wire(vv: &Vv) -> WireVv {
+    vv.iter().map(|(a, s)| (*a, *s)).collect()
+}
+
+fn from_wire(vv: WireVv) -> Vv {
+    vv.into_iter().collect()
+}
+
+fn short(id: &[u8; 32]) -> String {
+    NodeId(*id).to_string()[..15].to_string()
+}
+
+/// Applies a leader-signed membership change to a channel record.
+pub fn apply_membership(rec: &mut ChannelRec, op: &MemberOp) {
+    match op {
+        MemberOp::Add(m) => match rec.members.iter_mut().find(|x| x.id == m.id) {
+            Some(x) => {
+                x.role = m.role;
+                if !m.addrs.is_empty() {
+                    x.addrs = m.addrs.clone();
+                }
+                x.key = m.key;
+            }
+            None => rec.members.push(m.clone()),
+        },
+        MemberOp::Remove(id) => rec.members.retain(|x| &x.id != id),
+    }
+}
+
+impl Net {
+    /// Binds the QUIC endpoint at `listen` and starts accepting and dialing.
+    pub fn start(
+        ident: Identity,
+        listen: &str,
+        store: Arc<Store>,
+        host: Arc<dyn Host>,
+        fetch_timeout: Duration,
+    ) -> anyhow::Result<Net> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("chanfs-net")
+            .enable_all()
+            .build()?;
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("listen address {listen:?}: {e}"))?;
+        let ep = {
+            let _g = rt.enter();
+            tls::endpoint(addr, &ident)?
+        };
+        let inner = Arc::new(Inner {
+            ident,
+            store,
+            host,
+            ep,
+            conns: Mutex::new(HashMap::new()),
+            learned: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
+            sent: Mutex::new(HashMap::new()),
+            prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
+            fetch_timeout,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        });
+        rt.spawn(inner.clone().accept_loop());
+        rt.spawn(inner.clone().dial_loop());
+        Ok(Net {
+            inner,
+            handle: rt.handle().clone(),
+            rt: Mutex::new(Some(rt)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.ep.local_addr().ok()
+    }
+
+    /// Closes every connection and the endpoint.
+    pub fn shutdown(&self) {
+        self.inner.ep.close(code::BYE.into(), b"bye");
+        let ep = self.inner.ep.clone();
+        let Some(rt) = lock(&self.rt).take() else {
+            return;
+        };
+        rt.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    /// Closes connections to peers that share no channel with us any more,
+    /// and channel streams of members removed.
+    pub fn enforce(&self) {
+        self.inner.enforce();
+    }
+
+    /// Joins a channel with an invitation token; returns the stored record.
+    pub fn join(&self, token: &Token, local: u32) -> anyhow::Result<ChannelRec> {
+        let inner = self.inner.clone();
+        let t = token.clone();
+        self.handle
+            .block_on(async move { inner.join(&t, local).await })
+    }
+
+    /// Per-member status of channel `rec`.
+    pub fn peer_status(&self, rec: &ChannelRec) -> Vec<PeerStatus> {
+        self.inner.peer_status(rec)
+    }
+
+    /// Bytes received and sent over QUIC (all connections, UDP payload).
+    pub fn traffic(&self) -> (u64, u64) {
+        let conns = lock(&self.inner.conns);
+        let (mut i, mut o) = (
+            self.inner.bytes_in.load(Ordering::Relaxed),
+            self.inner.bytes_out.load(Ordering::Relaxed),
+        );
+        for c in conns.values() {
+            let s = c.conn.stats();
+            i += s.udp_rx.bytes;
+            o += s.udp_tx.bytes;
+        }
+        (i, o)
+    }
+
+    /// Chunks being fetched now.
+    pub fn fetching(&self) -> usize {
+        lock(&self.inner.inflight).len()
+    }
+
+    /// Dials the known members now (after a join or membership change).
+    pub fn kick(&self) {
+        let inner = self.inner.clone();
+        self.handle.spawn(async move { inner.dial_all().await });
+    }
+}
+
+impl crate::fs::Fetcher for Net {
+    fn fetch(&self, chan: u32, hash: &Hash) -> std::io::Result<()> {
+        if self.inner.store.has_chunk(hash) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let h = *hash;
+        match self.handle.block_on(inner.fetch(chan, h)) {
+            true => Ok(()),
+            false => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        }
+    }
+
+    fn prefetch(&self, chan: u32, hashes: &[Hash]) {
+        for h in hashes {
+            if lock(&self.inner.inflight).contains_key(h) {
+                continue;
+            }
+            let inner = self.inner.clone();
+            let h = *h;
+            let Ok(permit) = self.inner.prefetch.clone().try_acquire_owned() else {
+                return;
+            };
+            self.handle.spawn(async move {
+                inner.fetch(chan, h).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn me(&self) -> [u8; 32] {
+        self.ident.id.0
+    }
+
+    fn channels(&self) -> Vec<ChannelRec> {
+        self.store.channels().unwrap_or_default()
+    }
+
+    fn channel_by_id(&self, id: &[u8; 16]) -> Option<ChannelRec> {
+        self.channels().into_iter().find(|c| &c.id == id)
+    }
+
+    /// Channels both we and `peer` belong to.
+    fn shared(&self, peer: &[u8; 32]) -> Vec<ChannelRec> {
+        self.channels()
+            .into_iter()
+            .filter(|c| c.member(peer).is_some() && c.member(&self.me()).is_some())
+            .collect()
+    }
+
+    fn enforce(&self) {
+        let peers: Vec<[u8; 32]> = lock(&self.conns).keys().copied().collect();
+        for p in peers {
+            if self.shared(&p).is_empty() {
+                if let Some(c) = lock(&self.conns).remove(&p) {
+                    tracing::info!("disconnecting {}: no longer a member", short(&p));
+                    c.conn.close(code::REMOVED.into(), b"not a member");
+                }
+            }
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(inc) = self.ep.accept().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let remote = inc.remote_address();
+                match inc.await {
+                    Ok(conn) => me.accepted(conn, remote).await,
+                    Err(e) => tracing::info!("handshake with {remote} failed: {e}"),
+                }
+            });
+        }
+    }
+
+    async fn accepted(self: Arc<Self>, conn: quinn::Connection, remote: SocketAddr) {
+        let Some(peer) = tls::peer_id(&conn) else {
+            conn.close(code::PROTOCOL.into(), b"no certificate");
+            return;
+        };
+        if tls::alpn_of(&conn).as_deref() == Some(tls::ALPN_JOIN) {
+            self.serve_join(conn, peer).await;
+            return;
+        }
+        if self.shared(&peer.0).is_empty() {
+            tracing::warn!("refused {remote} ({peer}): not a member of any channel here");
+            conn.close(code::NOT_MEMBER.into(), b"not a member");
+            return;
+        }
+        lock(&self.learned).insert(peer.0, remote);
+        self.register(peer.0, conn, false);
+    }
+
+    /// Keeps one connection per peer: the one dialed by the lower id.
+    fn register(self: &Arc<Self>, peer: [u8; 32], conn: quinn::Connection, dialed_by_me: bool) {
+        let preferred = |dialed_by_me: bool| dialed_by_me == (self.me() < peer);
+        {
+            let mut conns = lock(&self.conns);
+            if let Some(old) = conns.get(&peer) {
+                let alive = old.conn.close_reason().is_none();
+                if alive && (preferred(old.dialed_by_me) || !preferred(dialed_by_me)) {
+                    conn.close(code::DUPLICATE.into(), b"duplicate");
+                    return;
+                }
+                old.conn.close(code::DUPLICATE.into(), b"duplicate");
+            }
+            conns.insert(
+                peer,
+                Conn {
+                    conn: conn.clone(),
+                    dialed_by_me,
+                    streams: HashSet::new(),
+                },
+            );
+        }
+        self.store.set_eager_durability(true);
+        tracing::info!("connected to {} at {}", short(&peer), conn.remote_address());
+        let me = self.clone();
+        tokio::spawn(me.clone().serve_conn(peer, conn.clone()));
+        tokio::spawn(async move { me.open_streams(peer, conn).await });
+    }
+
+    fn conn_of(&self, peer: &[u8; 32]) -> Option<quinn::Connection> {
+        lock(&self.conns)
+            .get(peer)
+            .filter(|c| c.conn.close_reason().is_none())
+            .map(|c| c.conn.clone())
+    }
+
+    /// Opens a replication stream for every shared channel lacking one,
+    /// now and whenever channels change, while the connection lives.
+    async fn open_streams(self: Arc<Self>, peer: [u8; 32], conn: quinn::Connection) {
+        loop {
+            for rec in self.shared(&peer) {
+                let fresh = match lock(&self.conns).get_mut(&peer) {
+                    Some(c) if c.conn.stable_id() == conn.stable_id() => {
+                        c.streams.insert(rec.local)
+                    }
+                    _ => return,
+                };
+                if fresh {
+                    let me = self.clone();
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        let local = rec.local;
+                        if let Err(e) = me.clone().open_channel(peer, conn.clone(), rec).await {
+                            tracing::info!("channel stream to {}: {e}", short(&peer));
+                        }
+                        if let Some(c) = lock(&me.conns).get_mut(&peer) {
+                            if c.conn.stable_id() == conn.stable_id() {
+                                c.streams.remove(&local);
+                            }
+                        }
+                    });
+                }
+            }
+            tokio::select! {
+                _ = conn.closed() => break,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+        let mut conns = lock(&self.conns);
+        if conns
+            .get(&peer)
+            .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
+        {
+            let s = conn.stats();
+            self.bytes_in.fetch_add(s.udp_rx.bytes, Ordering::Relaxed);
+            self.bytes_out.fetch_add(s.udp_tx.bytes, Ordering::Relaxed);
+            conns.remove(&peer);
+            tracing::info!("disconnected from {}", short(&peer));
+        }
+        if conns.is_empty() {
+            self.store.set_eager_durability(false);
+        }
+    }
+
+    async fn open_channel(
+        self: Arc<Self>,
+        peer: [u8; 32],
+        conn: quinn::Connection,
+        rec: ChannelRec,
+    ) -> anyhow::Result<()> {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let vv = self.store.vv(rec.local);
+        write_frame(
+            &mut send,
+            &Open::Channel {
+                proto: PROTO,
+                channel: rec.id,
+                vv: to_wire(&vv),
+            },
+        )
+        .await?;
+        let theirs = match read_frame::<_, ChanMsg>(&mut recv).await? {
+            Some(ChanMsg::Hello { vv }) => from_wire(vv),
+            other => anyhow::bail!("expected hello, got {other:?}"),
+        };
+        self.run_channel(peer, rec.local, send, recv, theirs).await
+    }
+
+    async fn serve_conn(self: Arc<Self>, peer: [u8; 32], conn: quinn::Connection) {
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.serve_stream(peer, send, recv).await {
+                    tracing::info!("stream from {}: {e}", short(&peer));
+                }
+            });
+        }
+    }
+
+    async fn serve_stream(
+        self: Arc<Self>,
+        peer: [u8; 32],
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> anyhow::Result<()> {
+        let open = match read_frame::<_, Open>(&mut recv).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = send.reset(code::PROTOCOL.into());
+                anyhow::bail!("malformed open: {e}");
+            }
+        };
+        match open {
+            Open::Channel { proto, channel, vv } => {
+                let Some(rec) = self
+                    .channel_by_id(&channel)
+                    .filter(|r| r.member(&peer).is_some() && proto == PROTO)
+                else {
+                    let _ = send.reset(code::NOT_MEMBER.into());
+                    anyhow::bail!("refused a stream for a channel it is not a member of");
+                };
+                if let Some(c) = lock(&self.conns).get_mut(&peer) {
+                    c.streams.insert(rec.local);
+                }
+                let ours = self.store.vv(rec.local);
+                write_frame(&mut send, &ChanMsg::Hello { vv: to_wire(&ours) }).await?;
+                self.run_channel(peer, rec.local, send, recv, from_wire(vv))
+                    .await
+            }
+            Open::Chunk { channel, hash } => {
+                let allowed = self
+                    .channel_by_id(&channel)
+                    .is_some_and(|r| r.member(&peer).is_some());
+                let reply = if !allowed {
+                    ChunkReply::Missing
+                } else {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || store.chunk_bytes(&hash))
+                        .await?
+                        .map_or(ChunkReply::Missing, ChunkReply::Found)
+                };
+                write_frame(&mut send, &reply).await?;
+                send.finish()?;
+                Ok(())
+            }
+            Open::Join { .. } => {
+                let _ = send.reset(code::PROTOCOL.into());
+                anyhow::bail!("join on a member connection");
+            }
+        }
+    }
+
+    /// Both directions of one channel with one peer: send what it lacks
+    /// (then every new entry at once), apply what it sends.
+    async fn run_channel(
+        self: Arc<Self>,
+        peer: [u8; 32],
+        local: u32,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        theirs: Vv,
+    ) -> anyhow::Result<()> {
+        // What is visible in the journal may not be durable yet; it must be
+        // before another node holds it.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.sync()).await??;
+        lock(&self.sent).insert((peer, local), theirs);
+        let me = self.clone();
+        let sender = tokio::spawn(async move {
+            let r = me.send_loop(peer, local, &mut send).await;
+            if let Err(e) = &r {
+                tracing::info!("sending to {}: {e}", short(&peer));
+            }
+            let _ = send.finish();
+        });
+        let r = self.recv_loop(peer, local, &mut recv).await;
+        sender.abort();
+        lock(&self.sent).remove(&(peer, local));
+        r
+    }
+
+    async fn send_loop(
+        &self,
+        peer: [u8; 32],
+        local: u32,
+        send: &mut quinn::SendStream,
+    ) -> anyhow::Result<()> {
+        let mut commits = self.store.subscribe();
+        loop {
+            let Some(rec) = self.channels().into_iter().find(|c| c.local == local) else {
+                return Ok(());
+            };
+            if rec.member(&peer).is_none() {
+                anyhow::bail!("no longer a member");
+            }
+            loop {
+                let (entries, manifests) = self.missing(&rec, peer)?;
+                if entries.is_empty() {
+                    break;
+                }
+                write_frame(send, &ChanMsg::Entries { entries, manifests }).await?;
+            }
+            tokio::select! {
+                r = commits.changed() => { r?; }
+                _ = tokio::time::sleep(TICK) => {
+                    let vv = self.store.vv(local);
+                    write_frame(send, &ChanMsg::Vv { vv: to_wire(&vv) }).await?;
+                }
+            }
+        }
+    }
+
+    /// The next batch of entries `peer` lacks (the leader's first, so that
+    /// members are known before their entries), with their manifests.
+    fn missing(
+        &self,
+        rec: &ChannelRec,
+        peer: [u8; 32],
+    ) -> anyhow::Result<(Vec<SignedEntry>, Vec<Vec<u8>>)> {
+        let ours = self.store.vv(rec.local);
+        let mut sent = lock(&self.sent)
+            .get(&(peer, rec.local))
+            .cloned()
+            .unwrap_or_default();
+        let mut authors: Vec<[u8; 32]> = ours.keys().copied().collect();
+        authors.sort_by_key(|a| a != &rec.leader);
+        let (mut entries, mut manifests, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        let mut seen_m = HashSet::new();
+        for a in authors {
+            let have = sent.get(&a).copied().unwrap_or(0);
+            if ours.get(&a).copied().unwrap_or(0) <= have {
+                continue;
+            }
+            let list = self
+                .store
+                .journal_from(rec.local, &a, have + 1, BATCH - entries.len())?;
+            for se in list {
+                let Ok(e) = postcard::from_bytes::<Entry>(&se.entry) else {
+                    continue;
+                };
+                if let Op::Content {
+                    manifest: Some(h), ..
+                } = &e.op
+                {
+                    if seen_m.insert(*h) {
+                        if let Some(m) = self.store.manifest_bytes(h)? {
+                            bytes += m.len();
+                            manifests.push(m);
+                        }
+                    }
+                }
+                bytes += se.entry.len() + se.sig.len();
+                sent.insert(a, e.seq);
+                entries.push(se);
+                if entries.len() >= BATCH || bytes >= BATCH_BYTES {
+                    break;
+                }
+            }
+            if entries.len() >= BATCH || bytes >= BATCH_BYTES {
+                break;
+            }
+        }
+        if let Some(s) = lock(&self.sent).get_mut(&(peer, rec.local)) {
+            *s = sent;
+        }
+        Ok((entries, manifests))
+    }
+
+    async fn recv_loop(
+        &self,
+        peer: [u8; 32],
+        local: u32,
+        recv: &mut quinn::RecvStream,
+    ) -> anyhow::Result<()> {
+        let mut low: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+        loop {
+            let msg = match read_frame::<_, ChanMsg>(recv).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let _ = recv.stop(code::PROTOCOL.into());
+                    anyhow::bail!("malformed frame from {}: {e}", short(&peer));
+                }
+            };
+            match msg {
+                ChanMsg::Hello { .. } => {}
+                ChanMsg::Vv { vv } => {
+                    // The peer lacks entries we thought it had (rejected or
+                    // lost): resend from what it has, once it says so twice.
+                    let vv = from_wire(vv);
+                    let mut sent = lock(&self.sent);
+                    if let Some(s) = sent.get_mut(&(peer, local)) {
+                        for (a, have) in s.iter_mut() {
+                            let theirs = vv.get(a).copied().unwrap_or(0);
+                            if theirs < *have {
+                                if low.get(a) == Some(&theirs) {
+                                    *have = theirs;
+                                }
+                                low.insert(*a, theirs);
+                            } else {
+                                low.remove(a);
+                            }
+                        }
+                    }
+                }
+                ChanMsg::Entries { entries, manifests } => {
+                    self.receive(peer, local, entries, manifests).await?;
+                }
+            }
+        }
+    }
+
+    async fn receive(
+        &self,
+        peer: [u8; 32],
+        local: u32,
+        entries: Vec<SignedEntry>,
+        manifests: Vec<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let mut muts = Vec::new();
+        for m in manifests {
+            if Manifest::from_bytes(&m).is_err() {
+                anyhow::bail!("malformed manifest from {}", short(&peer));
+            }
+            muts.push(Mut::Manifest(*blake3::hash(&m).as_bytes(), m));
+        }
+        self.store.submit(muts)?;
+        let Some(mut rec) = self.channels().into_iter().find(|c| c.local == local) else {
+            return Ok(());
+        };
+        let before = rec.members.clone();
+        let mut ok = Vec::new();
+        let mut bad_authors = HashSet::new();
+        for se in entries {
+            let Ok(e) = postcard::from_bytes::<Entry>(&se.entry) else {
+                tracing::warn!("malformed entry from {}", short(&peer));
+                continue;
+            };
+            if bad_authors.contains(&e.author) {
+                continue;
+            }
+            let verdict = (|| {
+                if e.channel != rec.id {
+                    return Err("entry of another channel");
+                }
+                let m = rec.member(&e.author).ok_or("author is not a member")?;
+                let key = VerifyingKey::from_bytes(&m.key).map_err(|_| "bad member key")?;
+                se.verify(&key).map_err(|_| "bad signature")?;
+                match &e.op {
+                    Op::Membership(_) if e.author != rec.leader => {
+                        Err("membership change not signed by the leader")
+                    }
+                    Op::Membership(_) => Ok(()),
+                    _ if m.role == Role::Ro => Err("change by a read-only member"),
+                    _ => Ok(()),
+                }
+            })();
+            if let Err(why) = verdict {
+                tracing::warn!(
+                    "rejected entry {} of {} relayed by {}: {why}",
+                    e.seq,
+                    short(&e.author),
+                    short(&peer)
+                );
+                bad_authors.insert(e.author);
+                continue;
+            }
+            if let Op::Membership(op) = &e.op {
+                if e.seq > self.store.seq_of(local, &e.author) {
+                    apply_membership(&mut rec, op);
+                }
+            }
+            ok.push((e, se));
+        }
+        if rec.members != before {
+            // Keep addresses we learned for members the leader knows none of.
+            self.store.put_channel(&rec)?;
+            self.host.membership_changed(local);
+            self.enforce();
+        }
+        if ok.is_empty() {
+            return Ok(());
+        }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
+        Ok(())
+    }
+
+    async fn dial_loop(self: Arc<Self>) {
+        loop {
+            self.dial_all().await;
+            tokio::time::sleep(DIAL_EVERY).await;
+        }
+    }
+
+    async fn dial_all(self: &Arc<Self>) {
+        let mut targets: HashMap<[u8; 32], Vec<SocketAddr>> = HashMap::new();
+        for rec in self.channels() {
+            if rec.member(&self.me()).is_none() {
+                continue;
+            }
+            for m in &rec.members {
+                if m.id == self.me() || self.conn_of(&m.id).is_some() {
+                    continue;
+                }
+                let t = targets.entry(m.id).or_default();
+                for a in &m.addrs {
+                    if let Ok(a) = a.parse::<SocketAddr>() {
+                        if !t.contains(&a) {
+                            t.push(a);
+                        }
+                    }
+                }
+                if let Some(a) = lock(&self.learned).get(&m.id) {
+                    if !t.contains(a) {
+                        t.push(*a);
+                    }
+                }
+            }
+        }
+        for (peer, addrs) in targets {
+            if addrs.is_empty() || !lock(&self.dialing).insert(peer) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                for a in addrs {
+                    match tls::connect(&me.ep, &me.ident, a, tls::ALPN, Some(NodeId(peer))).await {
+                        Ok(conn) => {
+                            me.register(peer, conn, true);
+                            break;
+                        }
+                        Err(e) => tracing::debug!("dialing {} at {a}: {e}", short(&peer)),
+                    }
+                }
+                lock(&me.dialing).remove(&peer);
+            });
+        }
+    }
+
+    /// Fetches chunk `hash` of channel `local` from a member that has it,
+    /// verifying it; false when nobody had it before the deadline.
+    async fn fetch(self: Arc<Self>, local: u32, hash: Hash) -> bool {
+        if self.store.has_chunk(&hash) {
+            return true;
+        }
+        let (tx, waiter) = {
+            let mut inflight = lock(&self.inflight);
+            match inflight.get(&hash) {
+                Some(rx) => (None, rx.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(hash, rx.clone());
+                    (Some(tx), rx)
+                }
+            }
+        };
+        let Some(tx) = tx else {
+            let mut w = waiter;
+            return match w.wait_for(|v| v.is_some()).await {
+                Ok(v) => v.unwrap_or(false),
+                Err(_) => self.store.has_chunk(&hash),
+            };
+        };
+        let ok = self.fetch_now(local, hash).await;
+        let _ = tx.send(Some(ok));
+        lock(&self.inflight).remove(&hash);
+        ok
+    }
+
+    async fn fetch_now(&self, local: u32, hash: Hash) -> bool {
+        let deadline = Instant::now() + self.fetch_timeout;
+        let Some(rec) = self.channels().into_iter().find(|c| c.local == local) else {
+            return false;
+        };
+        loop {
+            let mut peers: Vec<(Duration, quinn::Connection, [u8; 32])> = rec
+                .members
+                .iter()
+                .filter_map(|m| self.conn_of(&m.id).map(|c| (c.rtt(), c, m.id)))
+                .collect();
+            peers.sort_by_key(|p| p.0);
+            for (_, conn, id) in peers {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match tokio::time::timeout(left, self.ask_chunk(&conn, rec.id, hash)).await {
+                    Ok(Ok(Some(bytes))) => {
+                        if *blake3::hash(&bytes).as_bytes() != hash {
+                            tracing::warn!("chunk from {} failed verification", short(&id));
+                            continue;
+                        }
+                        let store = self.store.clone();
+                        let r = tokio::task::spawn_blocking(move || store.put_chunk(&hash, &bytes))
+                            .await;
+                        match r {
+                            Ok(Ok(())) => return true,
+                            Ok(Err(e)) => {
+                                tracing::error!("storing a fetched chunk: {e}");
+                                return false;
+                            }
+                            Err(_) => return false,
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!("chunk request to {}: {e}", short(&id)),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "no reachable member had chunk {}",
+                    data_encoding::HEXLOWER.encode(&hash[..8])
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn ask_chunk(
+        &self,
+        conn: &quinn::Connection,
+        channel: [u8; 16],
+        hash: Hash,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, &Open::Chunk { channel, hash }).await?;
+        send.finish()?;
+        match read_frame::<_, ChunkReply>(&mut recv).await? {
+            Some(ChunkReply::Found(b)) => Ok(Some(b)),
+            Some(ChunkReply::Missing) | None => Ok(None),
+        }
+    }
+
+    async fn serve_join(self: Arc<Self>, conn: quinn::Connection, peer: NodeId) {
+        let r = async {
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            let Some(Open::Join {
+                proto,
+                channel,
+                secret,
+                key,
+                addrs,
+            }) = read_frame::<_, Open>(&mut recv).await?
+            else {
+                anyhow::bail!("expected a join");
+            };
+            let reply = (|| {
+                if proto != PROTO {
+                    return Err("protocol version differs".to_string());
+                }
+                let mut rec = self
+                    .channel_by_id(&channel)
+                    .filter(|r| r.leader == self.me())
+                    .ok_or("no such channel led here")?;
+                let pos = rec
+                    .invites
+                    .iter()
+                    .position(|(s, _)| *s == secret)
+                    .ok_or("invitation unknown or already used")?;
+                if node_id_of_key(&key) != peer.0 {
+                    return Err("key does not match the certificate".to_string());
+                }
+                let role = rec.invites.remove(pos).1;
+                self.store.put_channel(&rec).map_err(|e| e.to_string())?;
+                let addrs = if addrs.is_empty() {
+                    vec![conn.remote_address().to_string()]
+                } else {
+                    addrs
+                };
+                let member = Member {
+                    id: peer.0,
+                    key,
+                    role,
+                    addrs,
+                };
+                let rec = self
+                    .host
+                    .admit(rec.local, member)
+                    .map_err(|e| e.to_string())?;
+                Ok(JoinReply::Welcome {
+                    name: rec.name,
+                    leader: rec.leader,
+                    members: rec.members,
+                })
+            })();
+            let reply = reply.unwrap_or_else(JoinReply::Refused);
+            if let JoinReply::Refused(why) = &reply {
+                tracing::warn!("join by {peer} refused: {why}");
+            } else {
+                tracing::info!("{peer} joined");
+            }
+            write_frame(&mut send, &reply).await?;
+            send.finish()?;
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::info!("join from {peer}: {e}");
+        }
+        self.kick_soon();
+    }
+
+    fn kick_soon(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.dial_all().await });
+    }
+
+    async fn join(&self, t: &Token, local: u32) -> anyhow::Result<ChannelRec> {
+        let mut last = anyhow::anyhow!("the invitation names no address");
+        for a in &t.addrs {
+            let addr: SocketAddr = match a.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    last = anyhow::anyhow!("address {a:?}: {e}");
+                    continue;
+                }
+            };
+            let conn = match tls::connect(
+                &self.ep,
+                &self.ident,
+                addr,
+                tls::ALPN_JOIN,
+                Some(NodeId(t.leader)),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    last = anyhow::anyhow!("cannot reach the leader at {addr}: {e}");
+                    continue;
+                }
+            };
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let mine = self
+                .ep
+                .local_addr()
+                .map(|a| vec![a.to_string()])
+                .unwrap_or_default();
+            write_frame(
+                &mut send,
+                &Open::Join {
+                    proto: PROTO,
+                    channel: t.channel,
+                    secret: t.secret,
+                    key: self.ident.key.verifying_key().to_bytes(),
+                    addrs: mine,
+                },
+            )
+            .await?;
+            send.finish()?;
+            let reply = read_frame::<_, JoinReply>(&mut recv).await?;
+            conn.close(0u32.into(), b"joined");
+            return match reply {
+                Some(JoinReply::Welcome {
+                    name: _,
+                    leader,
+                    mut members,
+                }) => {
+                    if leader != t.leader {
+                        anyhow::bail!("the leader answered for another channel");
+                    }
+                    for m in members.iter_mut() {
+                        if m.id == leader && m.addrs.is_empty() {
+                            m.addrs = t.addrs.clone();
+                        }
+                    }
+                    let rec = ChannelRec {
+                        local,
+                        id: t.channel,
+                        name: t.name.clone(),
+                        leader,
+                        members,
+                        invites: Vec::new(),
+                    };
+                    self.store.put_channel(&rec)?;
+                    Ok(rec)
+                }
+                Some(JoinReply::Refused(why)) => anyhow::bail!("the leader refused: {why}"),
+                None => anyhow::bail!("the leader closed the connection"),
+            };
+        }
+        Err(last)
+    }
+
+    fn peer_status(&self, rec: &ChannelRec) -> Vec<PeerStatus> {
+        let ours = self.store.vv(rec.local);
+        rec.members
+            .iter()
+            .filter(|m| m.id != self.me())
+            .map(|m| {
+                let conn = self.conn_of(&m.id);
+                let sent = lock(&self.sent).get(&(m.id, rec.local)).cloned();
+                let to_send = sent.map_or(0, |s| {
+                    ours.iter()
+                        .map(|(a, n)| n.saturating_sub(s.get(a).copied().unwrap_or(0)))
+                        .sum()
+                });
+                PeerStatus {
+                    id: NodeId(m.id).to_string(),
+                    role: m.role.to_string(),
+                    connected: conn.is_some(),
+                    rtt_ms: conn.as_ref().map(|c| c.rtt().as_secs_f64() * 1000.0),
+                    to_send,
+                    addr: conn
+                        .map(|c| c.remote_address().to_string())
+                        .or_else(|| m.addrs.first().cloned()),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,292 @@
+//! Two and three real nodes on 127.0.0.1, each with its own home and FUSE
+//! mount: changes made in one mount appear in the others, content moves
+//! lazily, and membership decides who may take part.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::{random_bytes, wait_for, Mounted};
+
+fn read(p: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
+}
+
+#[test]
+fn changes_propagate_both_ways() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    // A file written on A is readable on B with the same bytes.
+    let data = random_bytes(300_000, 1);
+    std::fs::write(a.p("hello.bin"), &data).unwrap();
+    let got = wait_for(10, "hello.bin on B", || {
+        read(&b.p("hello.bin")).filter(|d| d.len() == data.len())
+    });
+    assert_eq!(got, data);
+    // Directories, symlinks, modes, renames, xattrs, deletes.
+    std::fs::create_dir(a.p("dir")).unwrap();
+    std::fs::write(a.p("dir/note.txt"), b"note").unwrap();
+    std::os::unix::fs::symlink("dir/note.txt", a.p("link")).unwrap();
+    std::fs::set_permissions(a.p("hello.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_for(10, "dir/note.txt on B", || {
+        read(&b.p("dir/note.txt")).filter(|d| d == b"note")
+    });
+    assert_eq!(
+        std::fs::read_link(b.p("link")).unwrap().to_str(),
+        Some("dir/note.txt")
+    );
+    wait_for(10, "mode on B", || {
+        let m = std::fs::metadata(b.p("hello.bin")).ok()?.mode() & 0o7777;
+        (m == 0o600).then_some(())
+    });
+    std::fs::rename(a.p("dir/note.txt"), a.p("moved.txt")).unwrap();
+    wait_for(10, "rename on B", || {
+        read(&b.p("moved.txt")).filter(|d| d == b"note")
+    });
+    assert!(!b.p("dir/note.txt").exists());
+    std::fs::remove_file(a.p("hello.bin")).unwrap();
+    wait_for(10, "delete on B", || {
+        (!b.p("hello.bin").exists()).then_some(())
+    });
+    // And back: B's changes reach A.
+    std::fs::write(b.p("from-b.txt"), b"written on B").unwrap();
+    wait_for(10, "from-b.txt on A", || {
+        read(&a.p("from-b.txt")).filter(|d| d == b"written on B")
+    });
+    std::fs::write(b.p("moved.txt"), b"edited on B").unwrap();
+    wait_for(10, "edit on A", || {
+        read(&a.p("moved.txt")).filter(|d| d == b"edited on B")
+    });
+}
+
+fn status_of(m: &Mounted) -> serde_json::Value {
+    m.status()
+}
+
+#[test]
+fn content_is_fetched_lazily_chunk_by_chunk() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    let data = random_bytes(24 << 20, 7);
+    std::fs::write(a.p("big.bin"), &data).unwrap();
+    // Metadata and size arrive before any content.
+    wait_for(10, "big.bin's size on B", || {
+        let len = std::fs::metadata(b.p("big.bin")).ok()?.len();
+        (len == data.len() as u64).then_some(())
+    });
+    let before = status_of(&b)["stored_bytes"].as_u64().unwrap();
+    assert_eq!(before, 0, "B stored content nobody read");
+    // 4 KiB at the end moves at most two chunks.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(b.p("big.bin")).unwrap();
+    f.seek(SeekFrom::Start(data.len() as u64 - 4096)).unwrap();
+    let mut tail = vec![0u8; 4096];
+    f.read_exact(&mut tail).unwrap();
+    assert_eq!(tail, data[data.len() - 4096..]);
+    let s = status_of(&b);
+    let chunks = s["chunks"].as_u64().unwrap();
+    assert!(
+        (1..=2).contains(&chunks),
+        "reading 4 KiB fetched {chunks} chunks"
+    );
+    assert!(s["stored_bytes"].as_u64().unwrap() <= 512 << 10);
+    // The whole file reads back byte for byte.
+    assert_eq!(std::fs::read(b.p("big.bin")).unwrap(), data);
+}
+
+#[test]
+fn read_fails_with_eio_when_no_member_has_the_chunk() {
+    let mut a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "fetch_timeout = 1.0");
+    std::fs::write(a.p("seen.txt"), b"read while A was up").unwrap();
+    std::fs::write(a.p("unseen.bin"), random_bytes(100_000, 3)).unwrap();
+    let seen = wait_for(10, "seen.txt on B", || {
+        read(&b.p("seen.txt")).filter(|d| d == b"read while A was up")
+    });
+    wait_for(10, "unseen.bin on B", || {
+        let len = std::fs::metadata(b.p("unseen.bin")).ok()?.len();
+        (len == 100_000).then_some(())
+    });
+    a.unmount();
+    let t = std::time::Instant::now();
+    let err = std::fs::read(b.p("unseen.bin")).expect_err("read without any source");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "EIO took {:?}",
+        t.elapsed()
+    );
+    // Content already here stays readable offline.
+    assert_eq!(std::fs::read(b.p("seen.txt")).unwrap(), seen);
+}
+
+#[test]
+fn read_only_member_gets_erofs_and_still_receives() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "ro", "");
+    let err = std::fs::write(b.p("nope.txt"), b"x").expect_err("write on an ro member");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    std::fs::write(a.p("news.txt"), b"for everyone").unwrap();
+    wait_for(10, "news.txt on the ro member", || {
+        read(&b.p("news.txt")).filter(|d| d == b"for everyone")
+    });
+    let err = std::fs::write(b.p("news.txt"), b"changed").expect_err("edit on an ro member");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
+
+#[test]
+fn invitations_work_once_and_only_the_leader_admits() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    let token = common::chanfs_ok(&a.home, &["channel", "invite", "work"]);
+    let c_home = b.tmp.path().join("c-home");
+    common::chanfs_ok(&c_home, &["init"]);
+    common::chanfs_ok(&c_home, &["channel", "join", token.trim()]);
+    let d_home = b.tmp.path().join("d-home");
+    common::chanfs_ok(&d_home, &["init"]);
+    let o = common::chanfs(&d_home, &["channel", "join", token.trim()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already used"), "{err}");
+    // A member that is not the leader cannot admit anyone.
+    let o = common::chanfs(&b.home, &["channel", "invite", "work"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only the leader"));
+    let d_id = common::chanfs_ok(&d_home, &["id"]);
+    let o = common::chanfs(&b.home, &["channel", "add-member", "work", d_id.trim()]);
+    assert!(!o.status.success());
+    // `show` lists the leader and both members on every node.
+    let show = wait_for(10, "three members known to B", || {
+        let s = common::chanfs_ok(&b.home, &["channel", "show", "work"]);
+        (s.lines().filter(|l| l.starts_with("member")).count() == 2).then_some(s)
+    });
+    assert!(show.contains(&a.id()), "{show}");
+    for h in [&c_home, &d_home] {
+        let _ = common::chanfs(h, &["unmount", "/nonexistent"]);
+    }
+}
+
+#[test]
+fn strangers_are_refused_and_see_nothing() {
+    let a = Mounted::new();
+    std::fs::write(a.p("secret.txt"), b"members only").unwrap();
+    // C makes a channel of its own that names A as a member and dials it.
+    let c = Mounted::new();
+    let a_addr = a.status()["listen"].as_str().unwrap().to_string();
+    common::chanfs_ok(
+        &c.home,
+        &["channel", "add-member", "work", &a.id(), "--addr", &a_addr],
+    );
+    wait_for(10, "A to log the refusal", || {
+        let log = std::fs::read_to_string(a.home.join("node.log")).ok()?;
+        log.contains("not a member of any channel here")
+            .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!c.p("secret.txt").exists());
+    let s = c.status();
+    assert_eq!(s["channels"][0]["members"][1]["connected"], false);
+}
+
+#[test]
+fn removed_member_is_cut_off() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    std::fs::write(a.p("before.txt"), b"shared").unwrap();
+    wait_for(10, "before.txt on B", || {
+        read(&b.p("before.txt")).filter(|d| d == b"shared")
+    });
+    common::chanfs_ok(&a.home, &["channel", "remove-member", "work", &b.id()]);
+    wait_for(10, "B disconnected", || {
+        let s = a.status();
+        let members = s["channels"][0]["members"].as_array()?.len();
+        (members == 1).then_some(())
+    });
+    std::fs::write(a.p("after.txt"), b"not for B").unwrap();
+    std::fs::write(b.p("from-b.txt"), b"B's late change").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !b.p("after.txt").exists(),
+        "a removed member got a new file"
+    );
+    assert!(
+        !a.p("from-b.txt").exists(),
+        "a removed member's change was taken"
+    );
+}
+
+#[test]
+fn offline_member_catches_up_and_deletes_stay_deleted() {
+    let a = Mounted::new();
+    let mut b = Mounted::joined(&a, "rw", "");
+    for i in 0..20 {
+        std::fs::write(a.p(&format!("f{i}.txt")), format!("v1 {i}")).unwrap();
+    }
+    wait_for(10, "20 files on B", || {
+        (std::fs::read_dir(&b.mnt).ok()?.count() == 20).then_some(())
+    });
+    b.unmount();
+    for i in 0..10 {
+        std::fs::remove_file(a.p(&format!("f{i}.txt"))).unwrap();
+    }
+    std::fs::write(a.p("f15.txt"), "v2").unwrap();
+    std::fs::create_dir(a.p("new-dir")).unwrap();
+    b.mount(&[]);
+    wait_for(10, "B to catch up", || {
+        let names: std::collections::BTreeSet<String> = std::fs::read_dir(&b.mnt)
+            .ok()?
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        (names.len() == 11 && names.contains("new-dir")).then_some(())
+    });
+    assert!(!b.p("f3.txt").exists());
+    assert_eq!(std::fs::read(b.p("f15.txt")).unwrap(), b"v2");
+}
+
+#[test]
+fn concurrent_edits_keep_both_versions_on_every_node() {
+    let mut a = Mounted::new();
+    let mut b = Mounted::joined(&a, "rw", "");
+    std::fs::write(a.p("doc.txt"), b"base").unwrap();
+    wait_for(10, "doc.txt on B", || {
+        read(&b.p("doc.txt")).filter(|d| d == b"base")
+    });
+    // Apart: each edits the same version.
+    b.unmount();
+    std::fs::write(a.p("doc.txt"), b"edited on A").unwrap();
+    a.unmount();
+    b.mount(&[]);
+    std::fs::write(b.p("doc.txt"), b"edited on B").unwrap();
+    a.mount(&[]);
+    let listing = |m: &Mounted| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&m.mnt)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let on_a = wait_for(15, "two versions on A", || {
+        let l = listing(&a);
+        (l.len() == 2).then_some(l)
+    });
+    let on_b = wait_for(15, "two versions on B", || {
+        let l = listing(&b);
+        (l == on_a).then_some(l)
+    });
+    let contents: Vec<&[u8]> = on_b.iter().map(|(_, c)| c.as_slice()).collect();
+    assert!(contents.contains(&&b"edited on A"[..]), "{on_b:?}");
+    assert!(contents.contains(&&b"edited on B"[..]), "{on_b:?}");
+    assert!(on_b.iter().any(|(n, _)| n == "doc.txt"));
+    assert!(on_b
+        .iter()
+        .any(|(n, _)| n.starts_with("doc.conflict-") && n.ends_with(".txt")));
+}
