@@ -13,6 +13,11 @@ pub struct Config {
     /// Peers to contact at start (`host:port`).
     #[serde(default)]
     pub bootstrap: Vec<String>,
+    /// Addresses other nodes should use to reach this one (port
+    /// forwarding, NAT, a proxy), announced in invitations and joins
+    /// instead of `listen`.
+    #[serde(default)]
+    pub advertise: Vec<String>,
     /// Seconds a read waits for a chunk no reachable member has before it
     /// fails with `EIO` (default 10).
     #[serde(default)]

@@ -138,6 +138,7 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
         listen: listen.clone(),
         bootstrap: Vec::new(),
         fetch_timeout: None,
+        advertise: Vec::new(),
     };
     std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;
     println!("{}", id.id);

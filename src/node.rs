@@ -278,9 +278,8 @@ impl Node {
         let secret: [u8; 16] = rand::random();
         rec.invites.push((secret, role));
         self.store.put_channel(rec).map_err(|e| e.to_string())?;
-        let addrs = match self.net.get().and_then(|n| n.local_addr()) {
-            Some(a) if !a.ip().is_unspecified() => vec![a.to_string()],
-            Some(a) => vec![format!("127.0.0.1:{}", a.port())],
+        let addrs = match self.net.get() {
+            Some(n) => n.addresses(),
             None => return Err("the network is not running".into()),
         };
         Ok(Token {
@@ -542,6 +541,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
         store.clone(),
         node.clone(),
         fetch_timeout,
+        cfg.advertise.clone(),
     ) {
         Ok(net) => {
             if let Some(a) = net.local_addr() {

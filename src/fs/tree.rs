@@ -14,6 +14,8 @@ use crate::store::manifest::Manifest;
 use crate::store::{Hash, Mut, Store, StoreError};
 
 mod apply;
+#[cfg(test)]
+mod sim;
 pub use apply::{Effects, Version};
 
 /// Root inode number.

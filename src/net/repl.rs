@@ -79,6 +79,7 @@ struct Inner {
     sent: Mutex<HashMap<([u8; 32], u32), Vv>>,
     prefetch: Arc<Semaphore>,
     fetch_timeout: Duration,
+    advertise: Vec<String>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -131,6 +132,7 @@ impl Net {
         store: Arc<Store>,
         host: Arc<dyn Host>,
         fetch_timeout: Duration,
+        advertise: Vec<String>,
     ) -> anyhow::Result<Net> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -156,6 +158,7 @@ impl Net {
             sent: Mutex::new(HashMap::new()),
             prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
             fetch_timeout,
+            advertise,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         });
@@ -171,6 +174,11 @@ impl Net {
     /// The bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.ep.local_addr().ok()
+    }
+
+    /// Where others reach this node (advertised, else bound).
+    pub fn addresses(&self) -> Vec<String> {
+        self.inner.addresses()
     }
 
     /// Closes every connection and the endpoint.
@@ -266,6 +274,19 @@ impl crate::fs::Fetcher for Net {
 impl Inner {
     fn me(&self) -> [u8; 32] {
         self.ident.id.0
+    }
+
+    /// Where others reach this node: the advertised addresses, else the
+    /// bound one (loopback when bound to every interface).
+    fn addresses(&self) -> Vec<String> {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        match self.ep.local_addr() {
+            Ok(a) if a.ip().is_unspecified() => vec![format!("127.0.0.1:{}", a.port())],
+            Ok(a) => vec![a.to_string()],
+            Err(_) => Vec::new(),
+        }
     }
 
     fn channels(&self) -> Vec<ChannelRec> {
@@ -989,11 +1010,7 @@ impl Inner {
                 }
             };
             let (mut send, mut recv) = conn.open_bi().await?;
-            let mine = self
-                .ep
-                .local_addr()
-                .map(|a| vec![a.to_string()])
-                .unwrap_or_default();
+            let mine = self.addresses();
             write_frame(
                 &mut send,
                 &Open::Join {

@@ -1,0 +1,1 @@
+//! In-process replication scenarios (being written).
