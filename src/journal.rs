@@ -219,8 +219,10 @@ pub struct Entry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedEntry {
     /// postcard bytes of [`Entry`].
+    #[serde(with = "serde_bytes")]
     pub entry: Vec<u8>,
     /// Signature over `entry`.
+    #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
 }
 

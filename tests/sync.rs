@@ -290,3 +290,26 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
         .iter()
         .any(|(n, _)| n.starts_with("doc.conflict-") && n.ends_with(".txt")));
 }
+
+#[test]
+fn any_member_relays_entries_and_chunks() {
+    let mut a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    let mut c = Mounted::joined(&a, "rw", "");
+    c.unmount();
+    let data = random_bytes(200_000, 11);
+    std::fs::write(a.p("from-a.bin"), &data).unwrap();
+    std::fs::create_dir(a.p("dir-a")).unwrap();
+    wait_for(10, "from-a.bin on B", || {
+        read(&b.p("from-a.bin")).filter(|d| d == &data)
+    });
+    a.unmount();
+    // A is gone; C only ever meets B, yet gets A's signed changes and the
+    // content B holds.
+    c.mount(&[]);
+    let got = wait_for(10, "from-a.bin on C", || {
+        read(&c.p("from-a.bin")).filter(|d| d.len() == data.len())
+    });
+    assert_eq!(got, data);
+    assert!(c.p("dir-a").is_dir());
+}

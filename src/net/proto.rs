@@ -62,7 +62,7 @@ pub enum ChanMsg {
         /// Signed entries.
         entries: Vec<SignedEntry>,
         /// Encoded manifests (content-addressed: blake3 of the bytes).
-        manifests: Vec<Vec<u8>>,
+        manifests: Vec<serde_bytes::ByteBuf>,
     },
     /// What the sender has now (anti-entropy: the peer resends from here).
     Vv {
@@ -75,7 +75,7 @@ pub enum ChanMsg {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkReply {
     /// The chunk's bytes.
-    Found(Vec<u8>),
+    Found(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Not stored here.
     Missing,
 }

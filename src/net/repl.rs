@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_secs(2);
 /// How often members without a connection are dialed.
 const DIAL_EVERY: Duration = Duration::from_secs(1);
 /// Concurrent background chunk fetches.
-const PREFETCH_SLOTS: usize = 16;
+const PREFETCH_SLOTS: usize = 64;
 
 /// What the network needs from the node: applying verified entries and
 /// admitting a member that presented an invitation.
@@ -591,7 +591,7 @@ impl Inner {
         &self,
         rec: &ChannelRec,
         peer: [u8; 32],
-    ) -> anyhow::Result<(Vec<SignedEntry>, Vec<Vec<u8>>)> {
+    ) -> anyhow::Result<(Vec<SignedEntry>, Vec<serde_bytes::ByteBuf>)> {
         let ours = self.store.vv(rec.local);
         let mut sent = lock(&self.sent)
             .get(&(peer, rec.local))
@@ -620,7 +620,7 @@ impl Inner {
                     if seen_m.insert(*h) {
                         if let Some(m) = self.store.manifest_bytes(h)? {
                             bytes += m.len();
-                            manifests.push(m);
+                            manifests.push(serde_bytes::ByteBuf::from(m));
                         }
                     }
                 }
@@ -690,10 +690,11 @@ impl Inner {
         peer: [u8; 32],
         local: u32,
         entries: Vec<SignedEntry>,
-        manifests: Vec<Vec<u8>>,
+        manifests: Vec<serde_bytes::ByteBuf>,
     ) -> anyhow::Result<()> {
         let mut muts = Vec::new();
         for m in manifests {
+            let m = m.into_vec();
             if Manifest::from_bytes(&m).is_err() {
                 anyhow::bail!("malformed manifest from {}", short(&peer));
             }

@@ -156,8 +156,12 @@ struct Counters {
     journal: AtomicU64,
 }
 
+/// Manifests submitted but not committed yet (readers must find them).
+type Unsettled = Arc<Mutex<HashMap<Hash, Vec<u8>>>>;
+
 /// The store of one home.
 pub struct Store {
+    unsettled: Unsettled,
     vv: Mutex<HashMap<u32, Vv>>,
     commits: tokio::sync::watch::Sender<u64>,
     eager: Arc<AtomicBool>,
@@ -234,7 +238,9 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let commits = tokio::sync::watch::Sender::new(0u64);
         let eager = Arc::new(AtomicBool::new(false));
+        let unsettled: Unsettled = Arc::default();
         let committer = Committer {
+            unsettled: unsettled.clone(),
             commits: commits.clone(),
             eager: eager.clone(),
             db: db.clone(),
@@ -250,6 +256,7 @@ impl Store {
             .name("chanfs-commit".into())
             .spawn(move || committer.run())?;
         Ok(Store {
+            unsettled,
             vv: Mutex::new(vv),
             commits,
             eager,
@@ -298,6 +305,11 @@ impl Store {
         let before = vv.clone();
         for m in &batch {
             match m {
+                Mut::Manifest(h, bytes) => {
+                    if let Ok(mut u) = self.unsettled.lock() {
+                        u.insert(*h, bytes.clone());
+                    }
+                }
                 Mut::Journal(c, hlc, _) if *hlc != 0 => {
                     *vv.entry(*c).or_default().entry(self.node_id).or_default() += 1;
                 }
@@ -370,6 +382,14 @@ impl Store {
 
     /// The encoded manifest `hash`, if stored.
     pub fn manifest_bytes(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(b) = self
+            .unsettled
+            .lock()
+            .ok()
+            .and_then(|u| u.get(hash).cloned())
+        {
+            return Ok(Some(b));
+        }
         let r = self.db.begin_read()?;
         let t = r.open_table(MANIFESTS)?;
         Ok(t.get(&hash[..])?.map(|v| v.value().to_vec()))
@@ -481,6 +501,14 @@ impl Store {
 
     /// Loads a manifest by hash.
     pub fn load_manifest(&self, hash: &Hash) -> Result<Manifest, StoreError> {
+        if let Some(b) = self
+            .unsettled
+            .lock()
+            .ok()
+            .and_then(|u| u.get(hash).cloned())
+        {
+            return Ok(Manifest::from_bytes(&b)?);
+        }
         let r = self.db.begin_read()?;
         let t = r.open_table(MANIFESTS)?;
         let v = t
@@ -587,6 +615,7 @@ impl Store {
 }
 
 struct Committer {
+    unsettled: Unsettled,
     commits: tokio::sync::watch::Sender<u64>,
     eager: Arc<AtomicBool>,
     db: Arc<Database>,
@@ -645,7 +674,22 @@ impl Committer {
                 continue;
             }
             let saved = self.seqs.clone();
+            let manifests: Vec<Hash> = batches
+                .iter()
+                .flatten()
+                .filter_map(|m| match m {
+                    Mut::Manifest(h, _) => Some(*h),
+                    _ => None,
+                })
+                .collect();
             let res = self.commit(batches, durable).map_err(|e| e.to_string());
+            if res.is_ok() && !manifests.is_empty() {
+                if let Ok(mut u) = self.unsettled.lock() {
+                    for h in &manifests {
+                        u.remove(h);
+                    }
+                }
+            }
             if res.is_err() {
                 self.seqs = saved;
             }
