@@ -213,6 +213,10 @@ pub struct Entry {
     pub hlc: u64,
     /// The change.
     pub op: Op,
+    /// [`SignedEntry::digest`] of the author's previous entry in this
+    /// channel (zeros for seq 1): the entries of an author form a chain,
+    /// so the signature of the last entry of a run vouches for the run.
+    pub prev: Hash,
 }
 
 /// An entry with its author's Ed25519 signature over the entry bytes.
@@ -238,6 +242,17 @@ pub enum JournalError {
 }
 
 impl SignedEntry {
+    /// blake3 of the entry bytes (what the next entry's `prev` names).
+    pub fn digest(&self) -> Hash {
+        *blake3::hash(&self.entry).as_bytes()
+    }
+
+    /// The entry, without checking the signature (chained entries are
+    /// vouched for by a later entry's signature).
+    pub fn decode(&self) -> Result<Entry, JournalError> {
+        Ok(postcard::from_bytes(&self.entry)?)
+    }
+
     /// Signs `entry` with `key`.
     pub fn sign(entry: &Entry, key: &SigningKey) -> Result<SignedEntry, JournalError> {
         let bytes = postcard::to_allocvec(entry)?;
@@ -298,6 +313,7 @@ mod tests {
             author: [2; 32],
             seq: 1,
             hlc: 5,
+            prev: [0; 32],
             op: Op::Remove {
                 id: FileId::ROOT,
                 parent: FileId::ROOT,

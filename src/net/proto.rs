@@ -63,6 +63,8 @@ pub enum ChanMsg {
         entries: Vec<SignedEntry>,
         /// Encoded manifests (content-addressed: blake3 of the bytes).
         manifests: Vec<serde_bytes::ByteBuf>,
+        /// Chunks of small files (content-addressed: blake3 of the bytes).
+        chunks: Vec<serde_bytes::ByteBuf>,
     },
     /// What the sender has now (anti-entropy: the peer resends from here).
     Vv {

@@ -29,6 +29,8 @@ const BATCH_BYTES: usize = 8 << 20;
 const TICK: Duration = Duration::from_secs(2);
 /// How often members without a connection are dialed.
 const DIAL_EVERY: Duration = Duration::from_secs(1);
+/// Files up to this size travel with their entries, content included.
+const INLINE_MAX: u64 = 64 << 10;
 /// Concurrent background chunk fetches.
 const PREFETCH_SLOTS: usize = 64;
 
@@ -41,6 +43,14 @@ pub trait Host: Send + Sync + 'static {
     fn admit(&self, local: u32, member: Member) -> anyhow::Result<ChannelRec>;
     /// Membership of channel `local` changed.
     fn membership_changed(&self, local: u32);
+}
+
+/// One frame's worth of entries for a peer.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<SignedEntry>,
+    manifests: Vec<serde_bytes::ByteBuf>,
+    chunks: Vec<serde_bytes::ByteBuf>,
 }
 
 struct Conn {
@@ -105,6 +115,21 @@ fn from_wire(vv: WireVv) -> Vv {
 
 fn short(id: &[u8; 32]) -> String {
     NodeId(*id).to_string()[..15].to_string()
+}
+
+struct TimerLog(Instant, usize, usize);
+impl Drop for TimerLog {
+    fn drop(&mut self) {
+        tracing::debug!(
+            chunks = self.1,
+            entries = self.2,
+            ms = self.0.elapsed().as_secs_f64() * 1e3,
+            "batch received"
+        );
+    }
+}
+fn scopeguard_log(t: Instant, c: usize, e: usize) -> TimerLog {
+    TimerLog(t, c, e)
 }
 
 /// Applies a leader-signed membership change to a channel record.
@@ -385,10 +410,13 @@ impl Inner {
     }
 
     /// Opens a replication stream for every shared channel lacking one,
-    /// now and whenever channels change, while the connection lives.
+    /// now and whenever channels change, while the connection lives. Only
+    /// the node with the lower id opens them: one stream per channel and
+    /// pair keeps entries in order.
     async fn open_streams(self: Arc<Self>, peer: [u8; 32], conn: quinn::Connection) {
+        let opener = self.me() < peer;
         loop {
-            for rec in self.shared(&peer) {
+            for rec in self.shared(&peer).into_iter().filter(|_| opener) {
                 let fresh = match lock(&self.conns).get_mut(&peer) {
                     Some(c) if c.conn.stable_id() == conn.stable_id() => {
                         c.streams.insert(rec.local)
@@ -494,13 +522,26 @@ impl Inner {
                     let _ = send.reset(code::NOT_MEMBER.into());
                     anyhow::bail!("refused a stream for a channel it is not a member of");
                 };
-                if let Some(c) = lock(&self.conns).get_mut(&peer) {
-                    c.streams.insert(rec.local);
+                let fresh = lock(&self.conns)
+                    .get_mut(&peer)
+                    .is_some_and(|c| c.streams.insert(rec.local));
+                if !fresh {
+                    let _ = send.reset(code::DUPLICATE.into());
+                    anyhow::bail!("a second stream for one channel");
                 }
                 let ours = self.store.vv(rec.local);
-                write_frame(&mut send, &ChanMsg::Hello { vv: to_wire(&ours) }).await?;
-                self.run_channel(peer, rec.local, send, recv, from_wire(vv))
-                    .await
+                let local = rec.local;
+                let r = async {
+                    write_frame(&mut send, &ChanMsg::Hello { vv: to_wire(&ours) }).await?;
+                    self.clone()
+                        .run_channel(peer, local, send, recv, from_wire(vv))
+                        .await
+                }
+                .await;
+                if let Some(c) = lock(&self.conns).get_mut(&peer) {
+                    c.streams.remove(&local);
+                }
+                r
             }
             Open::Chunk { channel, hash } => {
                 let allowed = self
@@ -569,11 +610,23 @@ impl Inner {
                 anyhow::bail!("no longer a member");
             }
             loop {
-                let (entries, manifests) = self.missing(&rec, peer)?;
-                if entries.is_empty() {
+                let t0 = Instant::now();
+                let b = self.missing(&rec, peer)?;
+                if b.entries.is_empty() {
                     break;
                 }
-                write_frame(send, &ChanMsg::Entries { entries, manifests }).await?;
+                tracing::debug!(
+                    n = b.entries.len(),
+                    chunks = b.chunks.len(),
+                    ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "batch read"
+                );
+                let msg = ChanMsg::Entries {
+                    entries: b.entries,
+                    manifests: b.manifests,
+                    chunks: b.chunks,
+                };
+                write_frame(send, &msg).await?;
             }
             tokio::select! {
                 r = commits.changed() => { r?; }
@@ -587,58 +640,82 @@ impl Inner {
 
     /// The next batch of entries `peer` lacks (the leader's first, so that
     /// members are known before their entries), with their manifests.
-    fn missing(
-        &self,
-        rec: &ChannelRec,
-        peer: [u8; 32],
-    ) -> anyhow::Result<(Vec<SignedEntry>, Vec<serde_bytes::ByteBuf>)> {
+    fn missing(&self, rec: &ChannelRec, peer: [u8; 32]) -> anyhow::Result<Batch> {
         let ours = self.store.vv(rec.local);
         let mut sent = lock(&self.sent)
             .get(&(peer, rec.local))
             .cloned()
             .unwrap_or_default();
-        let mut authors: Vec<[u8; 32]> = ours.keys().copied().collect();
-        authors.sort_by_key(|a| a != &rec.leader);
-        let (mut entries, mut manifests, mut bytes) = (Vec::new(), Vec::new(), 0usize);
-        let mut seen_m = HashSet::new();
-        for a in authors {
-            let have = sent.get(&a).copied().unwrap_or(0);
-            if ours.get(&a).copied().unwrap_or(0) <= have {
+        // Each author's next entries, merged in clock order: a change made
+        // after seeing another (a file in a new directory) follows it.
+        let mut queues: Vec<std::collections::VecDeque<(Entry, SignedEntry)>> = Vec::new();
+        let mut truncated = Vec::new();
+        for (a, n) in &ours {
+            let have = sent.get(a).copied().unwrap_or(0);
+            if *n <= have {
                 continue;
             }
-            let list = self
-                .store
-                .journal_from(rec.local, &a, have + 1, BATCH - entries.len())?;
-            for se in list {
-                let Ok(e) = postcard::from_bytes::<Entry>(&se.entry) else {
-                    continue;
-                };
-                if let Op::Content {
-                    manifest: Some(h), ..
-                } = &e.op
-                {
-                    if seen_m.insert(*h) {
-                        if let Some(m) = self.store.manifest_bytes(h)? {
-                            bytes += m.len();
-                            manifests.push(serde_bytes::ByteBuf::from(m));
+            let list = self.store.journal_from(rec.local, a, have + 1, BATCH)?;
+            let q: std::collections::VecDeque<(Entry, SignedEntry)> = list
+                .into_iter()
+                .filter_map(|se| se.decode().ok().map(|e| (e, se)))
+                .collect();
+            if !q.is_empty() {
+                truncated.push(q.len() >= BATCH);
+                queues.push(q);
+            }
+        }
+        let mut out = Batch::default();
+        let (mut seen_m, mut seen_c, mut bytes) = (HashSet::new(), HashSet::new(), 0usize);
+        while out.entries.len() < BATCH && bytes < BATCH_BYTES {
+            let Some(qi) = (0..queues.len())
+                .filter(|&i| !queues[i].is_empty())
+                .min_by_key(|&i| queues[i].front().map(|(e, _)| (e.hlc, e.author)))
+            else {
+                break;
+            };
+            let Some((e, se)) = queues[qi].pop_front() else {
+                break;
+            };
+            // Past the entries loaded of an author, clock order is unknown.
+            let stop = queues[qi].is_empty() && truncated[qi];
+            if let Op::Content {
+                manifest: Some(h),
+                size,
+                ..
+            } = &e.op
+            {
+                if seen_m.insert(*h) {
+                    if let Some(m) = self.store.manifest_bytes(h)? {
+                        bytes += m.len();
+                        // Small files travel whole: no fetch round trip.
+                        if *size <= INLINE_MAX {
+                            if let Ok(man) = Manifest::from_bytes(&m) {
+                                for c in man.chunk_hashes() {
+                                    if seen_c.insert(*c) {
+                                        if let Some(b) = self.store.chunk_bytes(c) {
+                                            bytes += b.len();
+                                            out.chunks.push(serde_bytes::ByteBuf::from(b));
+                                        }
+                                    }
+                                }
+                            }
                         }
+                        out.manifests.push(serde_bytes::ByteBuf::from(m));
                     }
                 }
-                bytes += se.entry.len() + se.sig.len();
-                sent.insert(a, e.seq);
-                entries.push(se);
-                if entries.len() >= BATCH || bytes >= BATCH_BYTES {
-                    break;
-                }
             }
-            if entries.len() >= BATCH || bytes >= BATCH_BYTES {
+            bytes += se.entry.len() + se.sig.len();
+            sent.insert(e.author, e.seq);
+            out.entries.push(se);
+            if stop {
                 break;
             }
         }
         if let Some(s) = lock(&self.sent).get_mut(&(peer, rec.local)) {
             *s = sent;
         }
-        Ok((entries, manifests))
+        Ok(out)
     }
 
     async fn recv_loop(
@@ -678,8 +755,13 @@ impl Inner {
                         }
                     }
                 }
-                ChanMsg::Entries { entries, manifests } => {
-                    self.receive(peer, local, entries, manifests).await?;
+                ChanMsg::Entries {
+                    entries,
+                    manifests,
+                    chunks,
+                } => {
+                    self.receive(peer, local, entries, manifests, chunks)
+                        .await?;
                 }
             }
         }
@@ -691,7 +773,22 @@ impl Inner {
         local: u32,
         entries: Vec<SignedEntry>,
         manifests: Vec<serde_bytes::ByteBuf>,
+        chunks: Vec<serde_bytes::ByteBuf>,
     ) -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        let nchunks = chunks.len();
+        let _timer = scopeguard_log(t0, nchunks, entries.len());
+        if !chunks.is_empty() {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                for c in chunks {
+                    let h = *blake3::hash(&c).as_bytes();
+                    store.put_chunk(&h, &c)?;
+                }
+                Ok(())
+            })
+            .await??;
+        }
         let mut muts = Vec::new();
         for m in manifests {
             let m = m.into_vec();
@@ -705,14 +802,38 @@ impl Inner {
             return Ok(());
         };
         let before = rec.members.clone();
-        let mut ok = Vec::new();
-        let mut bad_authors = HashSet::new();
+        let mut ok: Vec<(Entry, SignedEntry)> = Vec::new();
+        let mut bad: HashSet<[u8; 32]> = HashSet::new();
+        let mut chain: HashMap<[u8; 32], (u64, Hash)> = HashMap::new();
+        let mut last: HashMap<[u8; 32], usize> = HashMap::new();
+        let reject = |e: &Entry, why: &str| {
+            tracing::warn!(
+                "rejected entry {} of {} relayed by {}: {why}",
+                e.seq,
+                short(&e.author),
+                short(&peer)
+            );
+        };
         for se in entries {
-            let Ok(e) = postcard::from_bytes::<Entry>(&se.entry) else {
-                tracing::warn!("malformed entry from {}", short(&peer));
-                continue;
+            let e = match se.decode() {
+                Ok(e) => e,
+                Err(err) => anyhow::bail!("malformed entry from {}: {err}", short(&peer)),
             };
-            if bad_authors.contains(&e.author) {
+            if bad.contains(&e.author) {
+                continue;
+            }
+            let (seq, head) = *chain.entry(e.author).or_insert_with(|| {
+                (
+                    self.store.seq_of(local, &e.author),
+                    self.store.head_of(local, &e.author),
+                )
+            });
+            if e.seq <= seq {
+                continue;
+            }
+            if e.seq != seq + 1 {
+                // A gap: the peer resends from what we have.
+                bad.insert(e.author);
                 continue;
             }
             let verdict = (|| {
@@ -720,34 +841,52 @@ impl Inner {
                     return Err("entry of another channel");
                 }
                 let m = rec.member(&e.author).ok_or("author is not a member")?;
-                let key = VerifyingKey::from_bytes(&m.key).map_err(|_| "bad member key")?;
-                se.verify(&key).map_err(|_| "bad signature")?;
                 match &e.op {
                     Op::Membership(_) if e.author != rec.leader => {
                         Err("membership change not signed by the leader")
                     }
-                    Op::Membership(_) => Ok(()),
+                    Op::Membership(_) => {
+                        // Membership decides what follows: check it now.
+                        let key = VerifyingKey::from_bytes(&m.key).map_err(|_| "bad key")?;
+                        se.verify(&key).map(|_| ()).map_err(|_| "bad signature")
+                    }
                     _ if m.role == Role::Ro => Err("change by a read-only member"),
                     _ => Ok(()),
                 }
             })();
+            let verdict = verdict.and_then(|()| {
+                if e.prev == head {
+                    Ok(())
+                } else {
+                    Err("does not follow the author's previous entry")
+                }
+            });
             if let Err(why) = verdict {
-                tracing::warn!(
-                    "rejected entry {} of {} relayed by {}: {why}",
-                    e.seq,
-                    short(&e.author),
-                    short(&peer)
-                );
-                bad_authors.insert(e.author);
+                reject(&e, why);
+                bad.insert(e.author);
                 continue;
             }
+            chain.insert(e.author, (e.seq, se.digest()));
             if let Op::Membership(op) = &e.op {
-                if e.seq > self.store.seq_of(local, &e.author) {
-                    apply_membership(&mut rec, op);
-                }
+                apply_membership(&mut rec, op);
             }
+            last.insert(e.author, ok.len());
             ok.push((e, se));
         }
+        // Entries chain to their predecessors: the signature of each
+        // author's last entry vouches for the whole run.
+        let mut forged = HashSet::new();
+        for (author, i) in &last {
+            let valid = rec
+                .member(author)
+                .and_then(|m| VerifyingKey::from_bytes(&m.key).ok())
+                .is_some_and(|k| ok[*i].1.verify(&k).is_ok());
+            if !valid {
+                reject(&ok[*i].0, "bad signature");
+                forged.insert(*author);
+            }
+        }
+        ok.retain(|(e, _)| !forged.contains(&e.author));
         if rec.members != before {
             // Keep addresses we learned for members the leader knows none of.
             self.store.put_channel(&rec)?;

@@ -159,8 +159,12 @@ struct Counters {
 /// Manifests submitted but not committed yet (readers must find them).
 type Unsettled = Arc<Mutex<HashMap<Hash, Vec<u8>>>>;
 
+/// Digest of the newest entry of each (channel, author) submitted.
+type Heads = Arc<Mutex<HashMap<(u32, [u8; 32]), Hash>>>;
+
 /// The store of one home.
 pub struct Store {
+    heads: Heads,
     unsettled: Unsettled,
     vv: Mutex<HashMap<u32, Vv>>,
     commits: tokio::sync::watch::Sender<u64>,
@@ -196,6 +200,7 @@ impl Store {
         let mut chunks = HashMap::new();
         let mut stored = 0u64;
         let mut vv: HashMap<u32, Vv> = HashMap::new();
+        let mut heads = HashMap::new();
         let mut journal_len = 0u64;
         {
             let w = db.begin_write()?;
@@ -228,6 +233,15 @@ impl Store {
                 let e = vv.entry(chan).or_default().entry(author).or_default();
                 *e = (*e).max(seq);
             }
+            let t = r.open_table(JOURNAL)?;
+            for (chan, authors) in &vv {
+                for (author, seq) in authors {
+                    if let Some(v) = t.get((*chan, &author[..], *seq))? {
+                        let se: SignedEntry = postcard::from_bytes(v.value())?;
+                        heads.insert((*chan, *author), se.digest());
+                    }
+                }
+            }
         }
         let counters = Arc::new(Counters::default());
         counters.journal.store(journal_len, Ordering::Relaxed);
@@ -239,7 +253,9 @@ impl Store {
         let commits = tokio::sync::watch::Sender::new(0u64);
         let eager = Arc::new(AtomicBool::new(false));
         let unsettled: Unsettled = Arc::default();
+        let heads: Heads = Arc::new(Mutex::new(heads));
         let committer = Committer {
+            heads: heads.clone(),
             unsettled: unsettled.clone(),
             commits: commits.clone(),
             eager: eager.clone(),
@@ -256,6 +272,7 @@ impl Store {
             .name("chanfs-commit".into())
             .spawn(move || committer.run())?;
         Ok(Store {
+            heads,
             unsettled,
             vv: Mutex::new(vv),
             commits,
@@ -313,9 +330,14 @@ impl Store {
                 Mut::Journal(c, hlc, _) if *hlc != 0 => {
                     *vv.entry(*c).or_default().entry(self.node_id).or_default() += 1;
                 }
-                Mut::Remote(c, author, seq, _) => {
+                Mut::Remote(c, author, seq, se) => {
                     let e = vv.entry(*c).or_default().entry(*author).or_default();
-                    *e = (*e).max(*seq);
+                    if *seq > *e {
+                        *e = *seq;
+                        if let Ok(mut h) = self.heads.lock() {
+                            h.insert((*c, *author), se.digest());
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -346,6 +368,15 @@ impl Store {
                     .unwrap_or(0)
             })
             .unwrap_or(0)
+    }
+
+    /// Digest of the newest entry of `author` in `chan` (zeros if none).
+    pub fn head_of(&self, chan: u32, author: &[u8; 32]) -> Hash {
+        self.heads
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&(chan, *author)).copied())
+            .unwrap_or([0; 32])
     }
 
     /// A receiver that changes after every commit that added entries.
@@ -615,6 +646,7 @@ impl Store {
 }
 
 struct Committer {
+    heads: Heads,
     unsettled: Unsettled,
     commits: tokio::sync::watch::Sender<u64>,
     eager: Arc<AtomicBool>,
@@ -674,6 +706,7 @@ impl Committer {
                 continue;
             }
             let saved = self.seqs.clone();
+            let saved_heads = self.heads.lock().map(|h| h.clone()).ok();
             let manifests: Vec<Hash> = batches
                 .iter()
                 .flatten()
@@ -692,6 +725,9 @@ impl Committer {
             }
             if res.is_err() {
                 self.seqs = saved;
+                if let (Some(old), Ok(mut h)) = (saved_heads, self.heads.lock()) {
+                    *h = old;
+                }
             }
             if let Err(e) = &res {
                 tracing::error!("store commit failed: {e}");
@@ -771,6 +807,12 @@ impl Committer {
                         let channel = self.channel_id(&w, c)?;
                         let seq = self.seqs.entry(c).or_default();
                         *seq += 1;
+                        let prev = self
+                            .heads
+                            .lock()
+                            .ok()
+                            .and_then(|h| h.get(&(c, self.node_id)).copied())
+                            .unwrap_or([0; 32]);
                         let entry = Entry {
                             version: 1,
                             channel,
@@ -778,9 +820,13 @@ impl Committer {
                             seq: *seq,
                             hlc,
                             op,
+                            prev,
                         };
                         let signed = SignedEntry::sign(&entry, &self.key)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        if let Ok(mut h) = self.heads.lock() {
+                            h.insert((c, self.node_id), signed.digest());
+                        }
                         journal.insert(
                             (c, &self.node_id[..], *seq),
                             postcard::to_allocvec(&signed)?.as_slice(),

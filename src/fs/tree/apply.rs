@@ -130,6 +130,9 @@ impl Tree {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.parent = parent;
         }
+        // The record holds the parent: without this a moved node reloads
+        // (after a restart) pointing at its old directory.
+        self.persist(ino, ch);
         ch.dirent(parent, name, Some(ino));
         fx.names.push((parent, name.to_vec()));
         fx.inodes.push(parent);

@@ -1,1 +1,1273 @@
-//! In-process replication scenarios (being written).
+//! In-process ("sans-IO") replication scenarios for [`Tree::apply`] (issue
+//! #3). This file owns the simulated cluster used by those tests: each
+//! simulated node is a real [`Store`] in its own temporary directory plus the
+//! [`Tree`] of one channel, with its own id prefix, author id, hybrid clock
+//! and per-author sequence numbers. Local operations go through the tree's
+//! own methods; the `Mut::Journal` records they produce become [`Entry`]
+//! values that a seeded network model shuffles, duplicates and drops. A
+//! receiver applies an author's entry only when it is that author's next
+//! seq (the rule of `ChanFs::apply_remote`) and buffers nothing, so lost or
+//! early entries come back through anti-entropy rounds, as in the real
+//! protocol. Every scenario ends by checking tree invariants on every node,
+//! that all nodes show the same tree, and that each node's store reloads to
+//! the tree it holds in memory.
+//!
+//! Clocks start far in the future (2100) so that [`Hlc::now`] is always
+//! "last + 1": runs do not depend on the wall clock and are deterministic.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ed25519_dalek::SigningKey;
+
+use super::{Changes, Effects, Tree, Version, R, ROOT};
+use crate::journal::{AttrChange, Entry, Hlc, NodeKind, Op, SignedEntry};
+use crate::store::{Hash, Mut, Store, Vv};
+
+/// 2100-01-01T00:00:00Z in µs: above any wall clock of these machines.
+const BASE_HLC: u64 = 4_102_444_800_000_000;
+/// Channel id written into entries (the trees do not look at it).
+const CHANNEL: [u8; 16] = [0xc4; 16];
+/// Seeds every scenario runs with.
+const SEEDS: std::ops::Range<u64> = 1..21;
+
+/// Every seed, with causal delivery and without (as the protocol is today).
+fn runs() -> impl Iterator<Item = (u64, bool)> {
+    SEEDS.flat_map(|s| [(s, true), (s, false)])
+}
+
+/// xorshift64*: a tiny deterministic PRNG.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.next() % 100 < pct
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        if v.is_empty() {
+            None
+        } else {
+            v.get(self.below(v.len()))
+        }
+    }
+}
+
+fn hash_of(data: &[u8]) -> Option<Hash> {
+    if data.is_empty() {
+        None
+    } else {
+        Some(*blake3::hash(data).as_bytes())
+    }
+}
+
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// One simulated member.
+struct SimNode {
+    author: [u8; 32],
+    store: Store,
+    chan: u32,
+    tree: Tree,
+    hlc: Hlc,
+    /// Seq of this node's last entry.
+    seq: u64,
+    /// Every entry this node holds (its own and received), by (author, seq).
+    known: BTreeMap<([u8; 32], u64), Entry>,
+    /// Local entries not yet handed to the network, each with what its
+    /// author held when it was made (its causal dependencies).
+    outbox: Vec<(Entry, Vv)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        let _ = self.store.close();
+    }
+}
+
+impl SimNode {
+    fn new(i: u8, skew: u64) -> SimNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let author = *blake3::hash(&[b'n', i]).as_bytes();
+        let store =
+            Store::open(dir.path(), SigningKey::from_bytes(&author), author).expect("open store");
+        let chan = store.create_channel("c").expect("create channel").local;
+        let (tree, muts) = Tree::load(&store, chan, Self::prefix_of(&author)).expect("load");
+        store.submit(muts).expect("submit");
+        let hlc = Hlc::default();
+        hlc.observe(BASE_HLC + skew);
+        SimNode {
+            author,
+            store,
+            chan,
+            tree,
+            hlc,
+            seq: 0,
+            known: BTreeMap::new(),
+            outbox: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    fn prefix_of(author: &[u8; 32]) -> [u8; 8] {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&author[..8]);
+        p
+    }
+
+    fn prefix(&self) -> [u8; 8] {
+        Self::prefix_of(&self.author)
+    }
+
+    /// Submits a change set and turns its journal records into entries.
+    fn commit(&mut self, ch: Changes) {
+        let muts = ch.into_muts();
+        let deps = self.store.vv(self.chan);
+        for m in &muts {
+            if let Mut::Journal(_, hlc, op) = m {
+                self.seq += 1;
+                let e = Entry {
+                    version: 1,
+                    channel: CHANNEL,
+                    author: self.author,
+                    seq: self.seq,
+                    hlc: *hlc,
+                    op: op.clone(),
+                    prev: [0; 32],
+                };
+                self.known.insert((self.author, self.seq), e.clone());
+                self.outbox.push((e, deps.clone()));
+            }
+        }
+        self.store.submit(muts).expect("submit");
+        assert_eq!(self.store.seq_of(self.chan, &self.author), self.seq);
+    }
+
+    /// A local operation, as `ChanFs::change` runs it.
+    fn local<T>(&mut self, f: impl FnOnce(&mut Tree, u64, &mut Changes) -> R<T>) -> R<T> {
+        let hlc = self.hlc.now();
+        let mut ch = self.tree.changes();
+        let r = f(&mut self.tree, hlc, &mut ch)?;
+        self.commit(ch);
+        Ok(r)
+    }
+
+    /// Records new content of `ino` written over `base` (the version the
+    /// writer opened), as `ChanFs::commit_content` does. Returns false
+    /// when the file is gone.
+    fn write(&mut self, ino: u64, base: Option<Hash>, data: &[u8]) -> bool {
+        if self.tree.get(ino).map_or(true, |n| n.nlink == 0) {
+            return false;
+        }
+        let hash = hash_of(data);
+        let size = data.len() as u64;
+        let hlc = self.hlc.now();
+        let stamp = self.tree.stamp(hlc);
+        let mut ch = self.tree.changes();
+        // The writes themselves set the modification time.
+        if let Ok(n) = self.tree.get_mut(ino) {
+            n.mtime = (hlc as i64) * 1000;
+        }
+        let current = self.tree.get(ino).map(|n| n.content).ok();
+        if current.is_some_and(|cur| cur != base) {
+            let mut fx = Effects::default();
+            let ours = Version {
+                manifest: hash,
+                size,
+                mtime: self.tree.get(ino).map(|n| n.mtime).unwrap_or(0),
+                stamp,
+            };
+            self.tree
+                .content_conflict(ino, ours, (hlc as i64) * 1000, &mut ch, &mut fx);
+        } else if let Ok(n) = self.tree.get_mut(ino) {
+            n.content = hash;
+            n.size = size;
+            n.vstamp = stamp;
+        }
+        let Ok(n) = self.tree.get(ino) else {
+            return false;
+        };
+        let (id, mtime) = (n.id, n.mtime);
+        self.tree.persist(ino, &mut ch);
+        self.tree.journal(
+            &mut ch,
+            hlc,
+            Op::Content {
+                id,
+                manifest: hash,
+                size,
+                replaces: base,
+                mtime,
+            },
+        );
+        self.commit(ch);
+        true
+    }
+
+    /// Highest seq of `author` this node has applied.
+    fn have(&self, author: &[u8; 32]) -> u64 {
+        self.store.seq_of(self.chan, author)
+    }
+
+    /// Applies `e` when it is its author's next entry; skips it otherwise.
+    fn receive(&mut self, e: &Entry) -> bool {
+        if e.seq != self.have(&e.author) + 1 {
+            return false;
+        }
+        self.hlc.observe(e.hlc);
+        let mut ch = self.tree.changes();
+        let mut fx = Effects::default();
+        self.tree.apply(e, &mut ch, &mut fx);
+        let signed = SignedEntry {
+            entry: postcard::to_allocvec(e).expect("encode entry"),
+            sig: Vec::new(),
+        };
+        ch.push(Mut::Remote(self.chan, e.author, e.seq, signed));
+        self.store.submit(ch.into_muts()).expect("submit");
+        self.known.insert((e.author, e.seq), e.clone());
+        true
+    }
+
+    /// The inode at `path` ("/a/b"), if any.
+    fn find(&self, path: &str) -> Option<u64> {
+        let mut ino = ROOT;
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            ino = self.tree.lookup(ino, c.as_bytes()).ok()?;
+        }
+        Some(ino)
+    }
+
+    fn at(&self, path: &str) -> u64 {
+        self.find(path)
+            .unwrap_or_else(|| panic!("{path} not found on node"))
+    }
+
+    /// Names in directory `path`.
+    fn names(&self, path: &str) -> Vec<String> {
+        let d = self.at(path);
+        self.tree.nodes[&d]
+            .entries
+            .keys()
+            .map(|k| show(k))
+            .collect()
+    }
+
+    /// Content bytes' hash of the file at `path`.
+    fn content(&self, path: &str) -> Option<Hash> {
+        self.tree.nodes[&self.at(path)].content
+    }
+}
+
+/// What a node shows at one path (uid, gid and times are local matters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Item {
+    path: Vec<u8>,
+    kind: u8,
+    content: Option<Hash>,
+    size: u64,
+    perm: u32,
+    target: Vec<u8>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self
+            .content
+            .map(|h| data_encoding::HEXLOWER.encode(&h[..4]))
+            .unwrap_or_else(|| "-".into());
+        write!(
+            f,
+            "{} k{} c{} s{} p{:o} t{} x{}",
+            show(&self.path),
+            self.kind,
+            c,
+            self.size,
+            self.perm,
+            show(&self.target),
+            self.xattrs.len()
+        )
+    }
+}
+
+fn kind_no(k: NodeKind) -> u8 {
+    match k {
+        NodeKind::File => 0,
+        NodeKind::Dir => 1,
+        NodeKind::Symlink => 2,
+        NodeKind::Fifo => 3,
+        NodeKind::Socket => 4,
+    }
+}
+
+/// Walks the tree from the root and checks its invariants: every entry
+/// names a live node, every directory is reached exactly once (so there is
+/// no cycle) and records the directory it is in, nothing is unreachable,
+/// link counts match the names, and the id index matches the nodes.
+fn snapshot(t: &Tree) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut names: HashMap<u64, u32> = HashMap::new();
+    let mut dirs_seen = HashSet::from([ROOT]);
+    let mut holders: HashMap<u64, HashSet<u64>> = HashMap::new();
+    let mut stack = vec![(ROOT, Vec::new())];
+    while let Some((dir, path)) = stack.pop() {
+        let d = &t.nodes[&dir];
+        assert_eq!(d.kind, NodeKind::Dir);
+        let mut subdirs = 0;
+        for (name, &ino) in &d.entries {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            let n = t
+                .nodes
+                .get(&ino)
+                .unwrap_or_else(|| panic!("{} names a missing inode {ino}", show(&p)));
+            *names.entry(ino).or_default() += 1;
+            holders.entry(ino).or_default().insert(dir);
+            if n.kind == NodeKind::Dir {
+                subdirs += 1;
+                assert!(
+                    dirs_seen.insert(ino),
+                    "directory {} reached twice",
+                    show(&p)
+                );
+                assert_eq!(n.parent, dir, "parent of directory {}", show(&p));
+                stack.push((ino, p.clone()));
+            }
+            out.push(Item {
+                path: p,
+                kind: kind_no(n.kind),
+                content: n.content,
+                size: n.size,
+                perm: n.perm,
+                target: n.target.clone(),
+                xattrs: n
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            });
+        }
+        assert_eq!(d.nlink, 2 + subdirs, "nlink of directory inode {dir}");
+    }
+    for (ino, n) in &t.nodes {
+        assert_eq!(t.ino_of(&n.id), Some(*ino), "id index of inode {ino}");
+        if *ino == ROOT {
+            continue;
+        }
+        let count = names.get(ino).copied().unwrap_or(0);
+        assert!(count > 0, "inode {ino} ({:?}) is unreachable", n.kind);
+        if n.kind != NodeKind::Dir {
+            assert_eq!(n.nlink, count, "nlink of inode {ino}");
+            assert!(
+                holders.get(ino).is_some_and(|h| h.contains(&n.parent)),
+                "parent of inode {ino} holds none of its names"
+            );
+        }
+    }
+    assert_eq!(t.ids.len(), t.nodes.len(), "id index size");
+    out.sort();
+    out
+}
+
+fn render(s: &[Item]) -> String {
+    s.iter().map(|i| format!("  {i}\n")).collect()
+}
+
+/// The lines of `a` not in `b`, then those of `b` not in `a`.
+fn diff(a: &[Item], b: &[Item]) -> String {
+    let only = |x: &[Item], y: &[Item], sign: char| -> String {
+        x.iter()
+            .filter(|i| !y.contains(i))
+            .map(|i| format!("  {sign} {i}\n"))
+            .collect()
+    };
+    format!("{}{}", only(a, b, '-'), only(b, a, '+'))
+}
+
+/// A cluster of simulated nodes and the network between them.
+struct Sim {
+    nodes: Vec<SimNode>,
+    rng: Rng,
+    /// Messages on the wire: (receiver, entry).
+    wire: Vec<(usize, Entry)>,
+    drop_pct: u64,
+    dup_pct: u64,
+    offline: Vec<bool>,
+    seed: u64,
+    /// Apply an entry only once everything its author held when making it
+    /// is applied (causal delivery). The real protocol does not do this
+    /// today; see `random_workload_without_causal_delivery_converges`.
+    causal: bool,
+    /// Causal dependencies of every entry made so far.
+    deps: HashMap<([u8; 32], u64), Vv>,
+}
+
+impl Sim {
+    /// `n` nodes whose clocks differ by a few µs, chosen by `seed`.
+    fn new(n: u8, seed: u64) -> Sim {
+        let mut rng = Rng::new(seed);
+        let nodes = (0..n)
+            .map(|i| SimNode::new(i, rng.next() % 3))
+            .collect::<Vec<_>>();
+        Sim {
+            offline: vec![false; nodes.len()],
+            nodes,
+            rng,
+            wire: Vec::new(),
+            drop_pct: 30,
+            dup_pct: 20,
+            seed,
+            causal: true,
+            deps: HashMap::new(),
+        }
+    }
+
+    fn node(&self, i: usize) -> &SimNode {
+        &self.nodes[i]
+    }
+
+    /// Hands node `i`'s new entries to the network: each peer gets each
+    /// entry zero, one or two times.
+    fn push(&mut self, i: usize) {
+        let out = std::mem::take(&mut self.nodes[i].outbox);
+        for (e, deps) in out {
+            self.deps.insert((e.author, e.seq), deps);
+            for j in 0..self.nodes.len() {
+                if j == i || self.offline[i] || self.offline[j] {
+                    continue;
+                }
+                if !self.rng.chance(self.drop_pct) {
+                    self.wire.push((j, e.clone()));
+                }
+                if self.rng.chance(self.dup_pct) {
+                    self.wire.push((j, e.clone()));
+                }
+            }
+        }
+    }
+
+    /// A local operation on node `i`.
+    fn op<T>(&mut self, i: usize, f: impl FnOnce(&mut Tree, u64, &mut Changes) -> R<T>) -> R<T> {
+        let r = self.nodes[i].local(f);
+        self.push(i);
+        r
+    }
+
+    fn create(&mut self, i: usize, dir: &str, name: &str, kind: NodeKind) -> u64 {
+        let p = self.nodes[i].at(dir);
+        let target = if kind == NodeKind::Symlink {
+            b"../target".to_vec()
+        } else {
+            Vec::new()
+        };
+        let mode = if kind == NodeKind::Dir { 0o755 } else { 0o644 };
+        self.op(i, |t, h, ch| {
+            t.create(p, name.as_bytes(), kind, mode, 0, 0, target, h, ch)
+        })
+        .unwrap_or_else(|e| panic!("create {dir}/{name}: errno {e}"))
+    }
+
+    /// Writes `data` over the current content of `path` on node `i`.
+    fn write(&mut self, i: usize, path: &str, data: &[u8]) {
+        let ino = self.nodes[i].at(path);
+        let base = self.nodes[i].tree.nodes[&ino].content;
+        assert!(self.nodes[i].write(ino, base, data));
+        self.push(i);
+    }
+
+    fn rename(&mut self, i: usize, from: &str, to: &str) {
+        let (fd, fname) = from.rsplit_once('/').expect("path");
+        let (td, tname) = to.rsplit_once('/').expect("path");
+        let (p, np) = (self.nodes[i].at(fd), self.nodes[i].at(td));
+        self.op(i, |t, h, ch| {
+            t.rename(p, fname.as_bytes(), np, tname.as_bytes(), 0, h, ch)
+        })
+        .unwrap_or_else(|e| panic!("rename {from} {to}: errno {e}"));
+    }
+
+    fn unlink(&mut self, i: usize, path: &str) {
+        let (d, name) = path.rsplit_once('/').expect("path");
+        let p = self.nodes[i].at(d);
+        self.op(i, |t, h, ch| t.unlink(p, name.as_bytes(), h, ch))
+            .unwrap_or_else(|e| panic!("unlink {path}: errno {e}"));
+    }
+
+    fn rmdir(&mut self, i: usize, path: &str) {
+        let (d, name) = path.rsplit_once('/').expect("path");
+        let p = self.nodes[i].at(d);
+        self.op(i, |t, h, ch| t.rmdir(p, name.as_bytes(), h, ch))
+            .unwrap_or_else(|e| panic!("rmdir {path}: errno {e}"));
+    }
+
+    /// Node `to` receives `e`: applied when it is its author's next entry
+    /// and (in causal mode) its dependencies are applied, skipped
+    /// otherwise. Nothing is buffered.
+    fn recv(&mut self, to: usize, e: &Entry) -> bool {
+        if self.causal {
+            let node = &self.nodes[to];
+            let ready = self.deps[&(e.author, e.seq)]
+                .iter()
+                .all(|(a, s)| node.have(a) >= *s);
+            if !ready {
+                return false;
+            }
+        }
+        self.nodes[to].receive(e)
+    }
+
+    /// Delivers up to `k` messages, each picked at random from the wire.
+    fn deliver(&mut self, k: usize) {
+        for _ in 0..k {
+            if self.wire.is_empty() {
+                return;
+            }
+            let at = self.rng.below(self.wire.len());
+            let (to, e) = self.wire.swap_remove(at);
+            if !self.offline[to] {
+                self.recv(to, &e);
+            }
+        }
+    }
+
+    /// A lossy anti-entropy exchange: `from` sends `to` what `to` lacks,
+    /// through the faulty network.
+    fn gossip(&mut self, from: usize, to: usize) {
+        if from == to || self.offline[from] || self.offline[to] {
+            return;
+        }
+        let lacking: Vec<Entry> = self.nodes[from]
+            .known
+            .values()
+            .filter(|e| e.seq > self.nodes[to].have(&e.author))
+            .cloned()
+            .collect();
+        for e in lacking {
+            if !self.rng.chance(self.drop_pct) {
+                self.wire.push((to, e.clone()));
+            }
+            if self.rng.chance(self.dup_pct) {
+                self.wire.push((to, e));
+            }
+        }
+    }
+
+    /// Delivers everything in flight (in random order), then runs exact
+    /// anti-entropy rounds among online nodes until nothing changes. Each
+    /// round visits sender/receiver pairs and authors in a random order;
+    /// an author's entries go in seq order.
+    fn settle(&mut self) {
+        let n = self.wire.len();
+        self.deliver(n);
+        loop {
+            let mut changed = false;
+            let mut pairs: Vec<(usize, usize)> = (0..self.nodes.len())
+                .flat_map(|a| (0..self.nodes.len()).map(move |b| (a, b)))
+                .filter(|(a, b)| a != b && !self.offline[*a] && !self.offline[*b])
+                .collect();
+            self.rng.shuffle(&mut pairs);
+            for (a, b) in pairs {
+                let mut authors: Vec<[u8; 32]> = self.nodes.iter().map(|n| n.author).collect();
+                self.rng.shuffle(&mut authors);
+                for author in authors {
+                    let have = self.nodes[b].have(&author);
+                    let list: Vec<Entry> = self.nodes[a]
+                        .known
+                        .range((author, have + 1)..=(author, u64::MAX))
+                        .map(|(_, e)| e.clone())
+                        .collect();
+                    for e in list {
+                        changed |= self.recv(b, &e);
+                    }
+                }
+            }
+            if !changed {
+                return;
+            }
+        }
+    }
+
+    /// Brings every node online and settles.
+    fn heal(&mut self) {
+        self.offline.iter_mut().for_each(|o| *o = false);
+        self.settle();
+    }
+
+    /// Checks invariants on every node, that all hold the same entries and
+    /// show the same tree, and that each store reloads to that tree.
+    /// Returns the common snapshot.
+    fn converged(&self) -> Vec<Item> {
+        let first = snapshot(&self.nodes[0].tree);
+        for (i, n) in self.nodes.iter().enumerate() {
+            assert_eq!(
+                n.known.keys().collect::<Vec<_>>(),
+                self.nodes[0].known.keys().collect::<Vec<_>>(),
+                "seed {} (causal {}): node {i} holds other entries than node 0",
+                self.seed,
+                self.causal
+            );
+            let s = snapshot(&n.tree);
+            assert!(
+                s == first,
+                "seed {} (causal {}): node {i} differs from node 0 (- node 0, + node {i}):\n{}",
+                self.seed,
+                self.causal,
+                diff(&first, &s)
+            );
+            n.store.sync().expect("sync");
+            let (reloaded, _) = Tree::load(&n.store, n.chan, n.prefix()).expect("reload");
+            let r = snapshot(&reloaded);
+            assert!(
+                r == s,
+                "seed {}: node {i} reloads differently\nmemory:\n{}store:\n{}",
+                self.seed,
+                render(&s),
+                render(&r)
+            );
+        }
+        first
+    }
+
+    /// Checks invariants on every node without asking for convergence;
+    /// returns whether all nodes show the same tree.
+    fn same_everywhere(&self) -> bool {
+        let first = snapshot(&self.nodes[0].tree);
+        self.nodes.iter().all(|n| snapshot(&n.tree) == first)
+    }
+}
+
+fn names_in(s: &[Item], dir: &str) -> Vec<String> {
+    let dir = dir.trim_end_matches('/');
+    s.iter()
+        .filter_map(|i| {
+            let p = show(&i.path);
+            let rest = p.strip_prefix(dir)?.strip_prefix('/')?;
+            (!rest.contains('/')).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+fn item<'a>(s: &'a [Item], path: &str) -> &'a Item {
+    s.iter()
+        .find(|i| i.path == path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} missing"))
+}
+
+/// Two nodes create the same names at the same time (a file and a
+/// directory with children): both survive everywhere, one under a
+/// conflict name, and every node picks the same one.
+#[test]
+fn concurrent_creates_of_one_name_keep_both() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "notes.txt", NodeKind::File);
+        s.write(0, "/notes.txt", b"from a");
+        s.create(1, "/", "notes.txt", NodeKind::File);
+        s.write(1, "/notes.txt", b"from b");
+        s.create(0, "/", "docs", NodeKind::Dir);
+        s.create(0, "/docs", "a", NodeKind::File);
+        s.create(1, "/", "docs", NodeKind::Dir);
+        s.create(1, "/docs", "b", NodeKind::Symlink);
+        s.deliver(10);
+        s.gossip(2, 0);
+        s.gossip(1, 2);
+        s.deliver(10);
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 4, "seed {seed}: {root:?}");
+        let copy = root
+            .iter()
+            .find(|n| n.starts_with("notes.conflict-") && n.ends_with(".txt"))
+            .unwrap_or_else(|| panic!("seed {seed}: no conflict copy in {root:?}"));
+        let mut contents = [
+            item(&snap, "/notes.txt").content,
+            item(&snap, &format!("/{copy}")).content,
+        ];
+        contents.sort();
+        let mut want = [hash_of(b"from a"), hash_of(b"from b")];
+        want.sort();
+        assert_eq!(contents, want, "seed {seed}");
+        let dcopy = root
+            .iter()
+            .find(|n| n.starts_with("docs.conflict-"))
+            .unwrap_or_else(|| panic!("seed {seed}: no conflict dir in {root:?}"));
+        let mut children = names_in(&snap, "/docs");
+        children.extend(names_in(&snap, &format!("/{dcopy}")));
+        children.sort();
+        assert_eq!(children, ["a", "b"], "seed {seed}");
+    }
+}
+
+/// Prepares `/f.txt` with content `v0` on every node of `s`.
+fn shared_file(s: &mut Sim) {
+    s.create(0, "/", "f.txt", NodeKind::File);
+    s.write(0, "/f.txt", b"v0");
+    s.heal();
+}
+
+/// Contents of every file of a snapshot, sorted.
+fn contents(snap: &[Item]) -> Vec<Option<Hash>> {
+    let mut v: Vec<_> = snap
+        .iter()
+        .filter(|i| i.kind == 0)
+        .map(|i| i.content)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two or three nodes edit the same version of a file concurrently: the
+/// newest version keeps the name, each other one is kept as a conflict
+/// copy, identical on all nodes.
+#[test]
+fn concurrent_edits_of_one_version_make_conflict_copies() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.write(0, "/f.txt", b"v1 by a");
+        s.write(1, "/f.txt", b"v2 by b");
+        let three = seed.is_multiple_of(2);
+        if three {
+            s.write(2, "/f.txt", b"v3 by c");
+        }
+        s.deliver(3);
+        s.gossip(0, 2);
+        s.heal();
+        let snap = s.converged();
+        let mut want = vec![hash_of(b"v1 by a"), hash_of(b"v2 by b")];
+        if three {
+            want.push(hash_of(b"v3 by c"));
+        }
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+        let root = names_in(&snap, "/");
+        assert!(
+            root.iter()
+                .filter(|n| *n != "f.txt")
+                .all(|n| n.starts_with("f.conflict-") && n.ends_with(".txt")),
+            "seed {seed}: {root:?}"
+        );
+    }
+}
+
+/// A remote version arrives while a local writer still has the file open
+/// on the old version: the local commit takes the conflict path of
+/// `commit_content`, and every node ends with the same two versions.
+#[test]
+fn edit_committed_over_a_remote_version_keeps_both() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        let ino = s.node(0).at("/f.txt");
+        let base = s.node(0).content("/f.txt");
+        s.write(1, "/f.txt", b"remote edit");
+        s.heal();
+        assert!(s.nodes[0].write(ino, base, b"local edit"));
+        s.push(0);
+        s.deliver(2);
+        s.heal();
+        let snap = s.converged();
+        let mut want = vec![hash_of(b"remote edit"), hash_of(b"local edit")];
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+    }
+}
+
+/// A file is edited on one node from a version that is itself concurrent
+/// with an edit on a third node: v0 → v1 (a), v1 → v2 (b, after seeing
+/// v1), v0 → v3 (c). However the entries arrive, all nodes keep the
+/// same versions.
+#[test]
+#[ignore = "known gap: content versions are resolved against the current \
+            version only; a node that meets v3 before v2 makes a conflict \
+            copy of v1 that v2 later supersedes, the others never do (needs \
+            per-file version history; see report)"]
+fn edit_chain_against_a_concurrent_edit_converges() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        shared_file(&mut s);
+        s.offline[2] = true;
+        s.write(0, "/f.txt", b"v1");
+        s.settle();
+        s.write(1, "/f.txt", b"v2");
+        s.settle();
+        s.write(2, "/f.txt", b"v3");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert!(root.contains(&"f.txt".to_string()), "seed {seed}: {root:?}");
+        // v2 replaced v1 with knowledge of it; v3 is concurrent with both.
+        assert!(
+            !contents(&snap).contains(&hash_of(b"v0")),
+            "seed {seed}:\n{}",
+            render(&snap)
+        );
+        assert!(contents(&snap).contains(&hash_of(b"v2")), "seed {seed}");
+        assert!(contents(&snap).contains(&hash_of(b"v3")), "seed {seed}");
+    }
+}
+
+/// Edit beats delete on the nodes that learn of the edit before the
+/// delete: the remove, which did not see the new content, is ignored
+/// there. (The deleting node itself diverges: see
+/// `edit_beats_delete_on_the_deleting_node`.)
+#[test]
+fn edit_beats_delete_where_the_edit_arrives_first() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.write(1, "/f.txt", b"edited");
+        s.settle();
+        // Node 0 deletes the version it saw, offline.
+        s.unlink(0, "/f.txt");
+        s.heal();
+        for i in [1, 2] {
+            let n = s.node(i);
+            snapshot(&n.tree);
+            assert_eq!(n.content("/f.txt"), hash_of(b"edited"), "seed {seed}");
+        }
+        for n in &s.nodes {
+            assert_eq!(n.known.len(), s.node(0).known.len(), "seed {seed}");
+        }
+    }
+}
+
+/// Edit beats delete everywhere, including on the node that deleted the
+/// file before the edit reached it.
+#[test]
+#[ignore = "known gap: a node that removed a file forgets it, so a later Content \
+            entry for its id is skipped there while the other nodes keep the \
+            edited file (needs tombstones in tree.rs; see report)"]
+fn edit_beats_delete_on_the_deleting_node() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        shared_file(&mut s);
+        s.unlink(0, "/f.txt");
+        s.write(1, "/f.txt", b"edited");
+        s.deliver(4);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(
+            item(&snap, "/f.txt").content,
+            hash_of(b"edited"),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Deletes made while a node is offline reach it when it comes back, and
+/// nothing it still held is resurrected elsewhere.
+#[test]
+fn deletes_while_offline_apply_on_return() {
+    deletes_while_offline(true);
+}
+
+/// The same without causal delivery, as the protocol delivers today.
+#[test]
+#[ignore = "known gap: without causal delivery the returning node may get \
+            node 1's rmdir of /gone before node 0's unlink of /gone/g1; the \
+            rmdir is skipped (directory not empty) and /gone stays there \
+            forever (see report)"]
+fn deletes_while_offline_apply_on_return_without_causal_delivery() {
+    deletes_while_offline(false);
+}
+
+fn deletes_while_offline(causal: bool) {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "keep", NodeKind::Dir);
+        s.create(0, "/keep", "k.txt", NodeKind::File);
+        s.write(0, "/keep/k.txt", b"keep");
+        s.create(0, "/", "gone", NodeKind::Dir);
+        s.create(0, "/gone", "g1", NodeKind::File);
+        s.write(0, "/gone/g1", b"g1");
+        s.create(0, "/gone", "g2", NodeKind::Symlink);
+        s.create(1, "/", "old.txt", NodeKind::File);
+        s.write(1, "/old.txt", b"old");
+        s.heal();
+        s.offline[2] = true;
+        s.unlink(0, "/gone/g1");
+        s.unlink(1, "/gone/g2");
+        s.deliver(usize::MAX);
+        s.settle();
+        s.rmdir(1, "/gone");
+        s.unlink(0, "/old.txt");
+        // The offline node changes something else meanwhile.
+        s.write(2, "/keep/k.txt", b"keep, edited offline");
+        s.deliver(usize::MAX);
+        s.settle();
+        s.heal();
+        let snap = s.converged();
+        let paths: Vec<String> = snap.iter().map(|i| show(&i.path)).collect();
+        assert_eq!(paths, ["/keep", "/keep/k.txt"], "seed {seed}");
+        assert_eq!(
+            item(&snap, "/keep/k.txt").content,
+            hash_of(b"keep, edited offline")
+        );
+    }
+}
+
+/// A file renamed several times and moved into directories made for it,
+/// and a directory renamed into another, while other nodes edit the file
+/// and add to the directory: changes follow the ids.
+#[test]
+fn rename_chains_and_moves_into_new_directories() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "src", NodeKind::Dir);
+        s.create(0, "/src", "f", NodeKind::File);
+        s.write(0, "/src/f", b"first");
+        s.heal();
+        s.rename(0, "/src/f", "/src/g");
+        s.rename(0, "/src/g", "/h");
+        s.create(0, "/", "new", NodeKind::Dir);
+        s.create(0, "/new", "deep", NodeKind::Dir);
+        s.rename(0, "/h", "/new/deep/h");
+        s.rename(0, "/src", "/new/src2");
+        s.rename(0, "/new/deep/h", "/new/deep/final");
+        s.write(1, "/src/f", b"edited by b");
+        s.create(1, "/src", "other", NodeKind::File);
+        s.create(2, "/", "side", NodeKind::Dir);
+        s.rename(2, "/side", "/side2");
+        s.deliver(6);
+        s.gossip(2, 1);
+        s.deliver(3);
+        s.heal();
+        let snap = s.converged();
+        let paths: Vec<String> = snap.iter().map(|i| show(&i.path)).collect();
+        assert_eq!(
+            paths,
+            [
+                "/new",
+                "/new/deep",
+                "/new/deep/final",
+                "/new/src2",
+                "/new/src2/other",
+                "/side2"
+            ],
+            "seed {seed}"
+        );
+        assert_eq!(
+            item(&snap, "/new/deep/final").content,
+            hash_of(b"edited by b"),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Node 0 moves x into y while node 1 moves y into x: no node may end with
+/// a cycle or a detached subtree (checked by the snapshot invariants).
+#[test]
+fn crossed_directory_moves_make_no_cycle() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "x", NodeKind::Dir);
+        s.create(0, "/", "y", NodeKind::Dir);
+        s.create(0, "/x", "in-x", NodeKind::File);
+        s.heal();
+        s.rename(0, "/x", "/y/x");
+        s.rename(1, "/y", "/x/y");
+        s.deliver(2);
+        s.heal();
+        for n in &s.nodes {
+            snapshot(&n.tree);
+        }
+    }
+}
+
+/// The same crossed moves must also converge.
+#[test]
+#[ignore = "known gap: a cycle-forming move is skipped on arrival, so each \
+            node keeps whichever of the two moves it applied first (node 0 \
+            shows /y/x, node 1 /x/y); convergence needs Kleppmann's \
+            undo-redo in timestamp order (see report)"]
+fn crossed_directory_moves_converge() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        s.create(0, "/", "x", NodeKind::Dir);
+        s.create(0, "/", "y", NodeKind::Dir);
+        s.heal();
+        s.rename(0, "/x", "/y/x");
+        s.rename(1, "/y", "/x/y");
+        s.heal();
+        s.converged();
+    }
+}
+
+/// Tells whether the crossed moves converge, without failing: a record
+/// of the gap that `crossed_directory_moves_converge` shows.
+#[test]
+fn crossed_directory_moves_diverge_today() {
+    let mut s = Sim::new(2, 1);
+    s.create(0, "/", "x", NodeKind::Dir);
+    s.create(0, "/", "y", NodeKind::Dir);
+    s.heal();
+    s.rename(0, "/x", "/y/x");
+    s.rename(1, "/y", "/x/y");
+    s.heal();
+    assert!(
+        !s.same_everywhere(),
+        "crossed moves converge now: un-ignore crossed_directory_moves_converge"
+    );
+    assert_eq!(s.node(0).names("/y"), ["x"]);
+    assert_eq!(s.node(1).names("/x"), ["y"]);
+}
+
+/// One random local operation on node `i`. Operations that fail (a name
+/// taken, a directory not empty …) are skipped.
+fn random_op(s: &mut Sim, i: usize, pending: &mut Vec<(usize, u64, Option<Hash>)>, ops: &Ops) {
+    const NAMES: [&str; 6] = ["a", "b", "c.txt", "d", "e.md", "f"];
+    let t = &s.nodes[i].tree;
+    snapshot(t);
+    let mut dirs = vec![ROOT];
+    let mut entries: Vec<(u64, Vec<u8>, u64, NodeKind)> = Vec::new();
+    let mut stack = vec![ROOT];
+    while let Some(d) = stack.pop() {
+        for (name, &ino) in &t.nodes[&d].entries {
+            let k = t.nodes[&ino].kind;
+            if k == NodeKind::Dir {
+                dirs.push(ino);
+                stack.push(ino);
+            }
+            entries.push((d, name.clone(), ino, k));
+        }
+    }
+    // Without shared edits a node changes only what it created.
+    let me = s.nodes[i].prefix();
+    entries.retain(|e| ops.shared_edits || t.nodes[&e.2].id.0[..8] == me);
+    let files: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.3 == NodeKind::File)
+        .map(|e| e.2)
+        .collect();
+    let dir = *s.rng.pick(&dirs).unwrap_or(&ROOT);
+    let name = NAMES[s.rng.below(NAMES.len())].as_bytes().to_vec();
+    let n = s.rng.next();
+    let data = format!("data {n}").into_bytes();
+    match s.rng.below(14) {
+        0..=2 => {
+            let kind = match s.rng.below(8) {
+                0..=3 => NodeKind::File,
+                4 | 5 => NodeKind::Dir,
+                6 => NodeKind::Symlink,
+                _ => NodeKind::Fifo,
+            };
+            let target = if kind == NodeKind::Symlink {
+                format!("t{n}").into_bytes()
+            } else {
+                Vec::new()
+            };
+            let mode = 0o600 | (n as u32 & 0o77);
+            let _ = s.op(i, |t, h, ch| {
+                t.create(dir, &name, kind, mode, 0, 0, target, h, ch)
+            });
+        }
+        3..=5 => {
+            if let Some(&f) = s.rng.pick(&files) {
+                let base = s.nodes[i].tree.nodes[&f].content;
+                if ops.shared_edits && s.rng.chance(30) {
+                    // Keep it open: committed later, maybe over a remote version.
+                    pending.push((i, f, base));
+                } else {
+                    s.nodes[i].write(f, base, &data);
+                    s.push(i);
+                }
+            }
+        }
+        6 | 7 if ops.remove => {
+            if let Some((p, nm, _, k)) = s.rng.pick(&entries).cloned() {
+                let _ = if k == NodeKind::Dir && ops.dir_moves {
+                    s.op(i, |t, h, ch| t.rmdir(p, &nm, h, ch))
+                } else if k != NodeKind::Dir {
+                    s.op(i, |t, h, ch| t.unlink(p, &nm, h, ch).map(|_| ()))
+                } else {
+                    Ok(())
+                };
+            }
+        }
+        8 | 9 if ops.renames => {
+            if let Some((p, nm, _, k)) = s.rng.pick(&entries).cloned() {
+                if k != NodeKind::Dir || ops.dir_moves {
+                    let flags = if ops.replace {
+                        0
+                    } else {
+                        libc::RENAME_NOREPLACE
+                    };
+                    let _ = s.op(i, |t, h, ch| t.rename(p, &nm, dir, &name, flags, h, ch));
+                }
+            }
+        }
+        10 if ops.link => {
+            if let Some(&f) = s.rng.pick(&files) {
+                let _ = s.op(i, |t, h, ch| t.link(f, dir, &name, h, ch));
+            }
+        }
+        11 => {
+            if let Some((_, _, ino, _)) = s.rng.pick(&entries).cloned() {
+                let a = AttrChange {
+                    mode: Some(0o600 | (n as u32 & 0o77)),
+                    ..AttrChange::default()
+                };
+                let _ = s.op(i, |t, h, ch| t.set_attr(ino, &a, h, ch));
+            }
+        }
+        12 => {
+            if let Some((_, _, ino, _)) = s.rng.pick(&entries).cloned() {
+                let key = format!("user.k{}", n % 3).into_bytes();
+                let value = (!n.is_multiple_of(4)).then(|| data.clone());
+                let _ = s.op(i, |t, h, ch| t.set_xattr(ino, &key, value, 0, h, ch));
+            }
+        }
+        _ => {
+            if let Some(k) = (!pending.is_empty()).then(|| s.rng.below(pending.len())) {
+                let (j, f, base) = pending.swap_remove(k);
+                if s.nodes[j].write(f, base, &data) {
+                    s.push(j);
+                }
+            }
+        }
+    }
+}
+
+/// Which operations a random workload uses.
+struct Ops {
+    /// Any node edits any file (else only the node that created it).
+    shared_edits: bool,
+    /// Renames of files (and of directories with `dir_moves`).
+    renames: bool,
+    remove: bool,
+    dir_moves: bool,
+    replace: bool,
+    link: bool,
+}
+
+/// Runs a random workload on 3 nodes: `steps` rounds of local operations
+/// interleaved with faulty delivery and lossy gossip, a partition for a
+/// while, then healing. Returns the sim for checking.
+fn random_run(seed: u64, steps: usize, ops: &Ops, causal: bool) -> Sim {
+    let mut s = Sim::new(3, seed);
+    s.causal = causal;
+    let mut pending = Vec::new();
+    for step in 0..steps {
+        if step == steps / 3 {
+            let k = s.rng.below(3);
+            s.offline[k] = true;
+        }
+        if step == 2 * steps / 3 {
+            s.offline.iter_mut().for_each(|o| *o = false);
+        }
+        let i = s.rng.below(3);
+        random_op(&mut s, i, &mut pending, ops);
+        let k = s.rng.below(4);
+        s.deliver(k);
+        if s.rng.chance(10) {
+            let (a, b) = (s.rng.below(3), s.rng.below(3));
+            s.gossip(a, b);
+        }
+        if s.rng.chance(3) {
+            // A clock jumps ahead.
+            let j = s.rng.below(3);
+            let now = s.nodes[j].hlc.now();
+            s.nodes[j].hlc.observe(now + s.rng.next() % 5_000_000);
+        }
+    }
+    for (j, f, base) in std::mem::take(&mut pending) {
+        if s.nodes[j].write(f, base, b"late") {
+            s.push(j);
+        }
+    }
+    s.heal();
+    s
+}
+
+/// Random creates of files, directories, symlinks and FIFOs under a small
+/// pool of names (so names collide across nodes), edits, hard links,
+/// modes and xattrs on 3 nodes, over a network that shuffles, duplicates
+/// and drops messages, with lossy gossip and a partition for a third of
+/// the run; causal delivery. Each node changes only the nodes it created
+/// (no concurrent updates of one node: those are the known gaps of
+/// `random_workload_with_every_operation_converges`). All nodes converge.
+#[test]
+fn random_workload_converges() {
+    random_workload(true);
+}
+
+/// The same workload with today's delivery, which is not causal.
+#[test]
+#[ignore = "known gap: an entry can arrive before the entry that created the \
+            node or directory it names (another author's); Create then falls \
+            back to the root and Move/Link/Content/SetAttr/Xattr are skipped, \
+            for good (see report)"]
+fn random_workload_without_causal_delivery_converges() {
+    random_workload(false);
+}
+
+fn random_workload(causal: bool) {
+    let ops = Ops {
+        shared_edits: false,
+        renames: false,
+        remove: false,
+        dir_moves: false,
+        replace: false,
+        link: true,
+    };
+    for seed in SEEDS {
+        random_run(seed, 60, &ops, causal).converged();
+    }
+}
+
+/// The same with every operation: any node changes any node (concurrent
+/// edits, some committed over remote versions), removes, renames and
+/// directory moves, renames that replace their target.
+#[test]
+#[ignore = "known gaps (see report): concurrent SetAttr/Xattr/Move of one \
+            node apply in arrival order (no last-writer-wins); a name freed \
+            by a remove or move is not handed back to the node shown under \
+            its conflict name; conflict copies land where the file is when \
+            the conflict is met and their names can collide (~2); version \
+            chains; edit vs delete on the deleter; crossed moves"]
+fn random_workload_with_every_operation_converges() {
+    let ops = Ops {
+        shared_edits: true,
+        renames: true,
+        remove: true,
+        dir_moves: true,
+        replace: true,
+        link: true,
+    };
+    for seed in SEEDS {
+        random_run(seed, 60, &ops, true).converged();
+    }
+}
