@@ -313,3 +313,53 @@ fn any_member_relays_entries_and_chunks() {
     assert_eq!(got, data);
     assert!(c.p("dir-a").is_dir());
 }
+
+/// Bytes exchanged by A with its peers so far.
+fn traffic(m: &Mounted) -> u64 {
+    let s = m.status();
+    s["bytes_in"].as_u64().unwrap() + s["bytes_out"].as_u64().unwrap()
+}
+
+#[test]
+fn an_edit_moves_only_the_changed_bytes() {
+    let a = Mounted::new();
+    let b = Mounted::joined(&a, "rw", "");
+    let mut data = random_bytes(16 << 20, 5);
+    std::fs::write(a.p("big.bin"), &data).unwrap();
+    wait_for(20, "big.bin on B", || {
+        read(&b.p("big.bin")).filter(|d| d == &data)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A 4 KiB overwrite in the middle.
+    let before = traffic(&a);
+    let chunks = b.status()["chunks"].as_u64().unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.p("big.bin"))
+            .unwrap();
+        f.seek(SeekFrom::Start(8 << 20)).unwrap();
+        f.write_all(&[0xAB; 4096]).unwrap();
+    }
+    data[8 << 20..(8 << 20) + 4096].fill(0xAB);
+    wait_for(20, "the edit's chunks on B", || {
+        (b.status()["chunks"].as_u64()? > chunks).then_some(())
+    });
+    assert_eq!(std::fs::read(b.p("big.bin")).unwrap(), data);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let moved = traffic(&a) - before;
+    assert!(moved <= 150_000, "a 4 KiB overwrite moved {moved} bytes");
+    // One byte inserted at the start.
+    let before = traffic(&a);
+    let chunks = b.status()["chunks"].as_u64().unwrap();
+    data.insert(0, b'!');
+    std::fs::write(a.p("big.bin"), &data).unwrap();
+    wait_for(20, "the insert's chunks on B", || {
+        (b.status()["chunks"].as_u64()? > chunks).then_some(())
+    });
+    assert_eq!(std::fs::read(b.p("big.bin")).unwrap(), data);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let moved = traffic(&a) - before;
+    assert!(moved <= 150_000, "a 1-byte insert moved {moved} bytes");
+}

@@ -3,6 +3,7 @@
 //! channel journals and chunks between members. It never writes files: it
 //! hands verified entries and chunks to the node.
 
+pub mod delta;
 pub mod frame;
 pub mod proto;
 pub mod repl;

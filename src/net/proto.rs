@@ -46,6 +46,33 @@ pub enum Open {
         /// Where the joiner listens.
         addrs: Vec<String>,
     },
+    /// Send the bytes that changed between two versions of a file.
+    Delta {
+        /// Channel id.
+        channel: [u8; 16],
+        /// The version the asker holds.
+        old: Hash,
+        /// The version it wants.
+        new: Hash,
+    },
+}
+
+/// Reply to [`Open::Delta`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DeltaReply {
+    /// The changed neighbourhood: its new bytes are the old ones' first
+    /// `pre` bytes, `middle`, and the old ones' last `suf` bytes.
+    Region {
+        /// Bytes shared at the start.
+        pre: u64,
+        /// Bytes shared at the end.
+        suf: u64,
+        /// The new bytes in between.
+        #[serde(with = "serde_bytes")]
+        middle: Vec<u8>,
+    },
+    /// Not available here (too large, or content not stored).
+    Unavailable,
 }
 
 /// Frames on a channel stream after [`Open::Channel`].

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::{watch, Semaphore};
 
+use super::delta;
 use super::frame::{read_frame, write_frame};
-use super::proto::{code, ChanMsg, ChunkReply, JoinReply, Open, Token, WireVv, PROTO};
+use super::proto::{code, ChanMsg, ChunkReply, DeltaReply, JoinReply, Open, Token, WireVv, PROTO};
 use super::tls;
 use crate::identity::{node_id_of_key, Identity, NodeId};
 use crate::journal::{Entry, Member, MemberOp, Op, Role, SignedEntry};
@@ -130,6 +131,51 @@ impl Drop for TimerLog {
 }
 fn scopeguard_log(t: Instant, c: usize, e: usize) -> TimerLog {
     TimerLog(t, c, e)
+}
+
+/// Fetches the bytes an edit changed (`old` → `new`) and stores the new
+/// chunks, when the old version's neighbourhood of the edit is here.
+async fn fetch_delta(
+    store: &Arc<Store>,
+    conn: &quinn::Connection,
+    channel: [u8; 16],
+    old: Hash,
+    new: Hash,
+) -> anyhow::Result<()> {
+    let s = store.clone();
+    let prep = tokio::task::spawn_blocking(move || {
+        let (o, n) = (s.load_manifest(&old).ok()?, s.load_manifest(&new).ok()?);
+        let (p, oe, ne) = delta::changed(&o, &n);
+        let missing = n.extents()[p..ne]
+            .iter()
+            .any(|e| e.hash.is_some_and(|h| !s.has_chunk(&h)));
+        if !missing {
+            return None;
+        }
+        let ob = delta::region_bytes(&s, &o.extents()[p..oe])?;
+        Some((ob, n.extents()[p..ne].to_vec()))
+    })
+    .await?;
+    let Some((old_bytes, new_extents)) = prep else {
+        return Ok(());
+    };
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, &Open::Delta { channel, old, new }).await?;
+    send.finish()?;
+    let Some(DeltaReply::Region { pre, suf, middle }) = read_frame(&mut recv).await? else {
+        anyhow::bail!("the peer has no delta");
+    };
+    let chunks = delta::rebuild(&old_bytes, pre, suf, &middle, &new_extents)
+        .ok_or_else(|| anyhow::anyhow!("the delta does not rebuild the new chunks"))?;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for (h, b) in chunks {
+            s.put_chunk(&h, &b)?;
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
 }
 
 /// Applies a leader-signed membership change to a channel record.
@@ -563,6 +609,36 @@ impl Inner {
                 let _ = send.reset(code::PROTOCOL.into());
                 anyhow::bail!("join on a member connection");
             }
+            Open::Delta { channel, old, new } => {
+                let allowed = self
+                    .channel_by_id(&channel)
+                    .is_some_and(|r| r.member(&peer).is_some());
+                let store = self.store.clone();
+                let reply = if !allowed {
+                    DeltaReply::Unavailable
+                } else {
+                    tokio::task::spawn_blocking(move || {
+                        let (Ok(o), Ok(n)) = (store.load_manifest(&old), store.load_manifest(&new))
+                        else {
+                            return DeltaReply::Unavailable;
+                        };
+                        let (p, oe, ne) = delta::changed(&o, &n);
+                        let ob = delta::region_bytes(&store, &o.extents()[p..oe]);
+                        let nb = delta::region_bytes(&store, &n.extents()[p..ne]);
+                        match (ob, nb) {
+                            (Some(ob), Some(nb)) => {
+                                let (pre, suf, middle) = delta::diff(&ob, &nb);
+                                DeltaReply::Region { pre, suf, middle }
+                            }
+                            _ => DeltaReply::Unavailable,
+                        }
+                    })
+                    .await?
+                };
+                write_frame(&mut send, &reply).await?;
+                send.finish()?;
+                Ok(())
+            }
         }
     }
 
@@ -896,8 +972,33 @@ impl Inner {
         if ok.is_empty() {
             return Ok(());
         }
+        // Edited files whose old version is here: fetch just the change.
+        let edits: Vec<(Hash, Hash)> = ok
+            .iter()
+            .filter_map(|(e, _)| match &e.op {
+                Op::Content {
+                    manifest: Some(new),
+                    replaces: Some(old),
+                    size,
+                    ..
+                } if *size > INLINE_MAX => Some((*old, *new)),
+                _ => None,
+            })
+            .collect();
         let host = self.host.clone();
         tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
+        if !edits.is_empty() {
+            if let Some(conn) = self.conn_of(&peer) {
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    for (old, new) in edits {
+                        if let Err(e) = fetch_delta(&store, &conn, rec.id, old, new).await {
+                            tracing::debug!("delta of an edit: {e}");
+                        }
+                    }
+                });
+            }
+        }
         Ok(())
     }
 
