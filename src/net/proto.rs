@@ -55,7 +55,17 @@ pub enum Open {
         /// The version it wants.
         new: Hash,
     },
+    /// Send these chunks of channel `channel`, one [`ChunkReply`] each, in order.
+    Chunks {
+        /// Channel id.
+        channel: [u8; 16],
+        /// Chunk hashes (at most [`MAX_CHUNKS`]).
+        hashes: Vec<Hash>,
+    },
 }
+
+/// Most chunks asked for in one [`Open::Chunks`].
+pub const MAX_CHUNKS: usize = 64;
 
 /// Reply to [`Open::Delta`].
 #[derive(Debug, Serialize, Deserialize)]

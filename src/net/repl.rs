@@ -15,7 +15,9 @@ use tokio::sync::{watch, Semaphore};
 
 use super::delta;
 use super::frame::{read_frame, write_frame};
-use super::proto::{code, ChanMsg, ChunkReply, DeltaReply, JoinReply, Open, Token, WireVv, PROTO};
+use super::proto::{
+    code, ChanMsg, ChunkReply, DeltaReply, JoinReply, Open, Token, WireVv, MAX_CHUNKS, PROTO,
+};
 use super::tls;
 use crate::identity::{node_id_of_key, Identity, NodeId};
 use crate::journal::{Entry, Member, MemberOp, Op, Role, SignedEntry};
@@ -32,6 +34,8 @@ const TICK: Duration = Duration::from_secs(2);
 const DIAL_EVERY: Duration = Duration::from_secs(1);
 /// Files up to this size travel with their entries, content included.
 const INLINE_MAX: u64 = 64 << 10;
+/// Chunks asked for in one background request.
+const PREFETCH_GROUP: usize = 8;
 /// Concurrent background chunk fetches.
 const PREFETCH_SLOTS: usize = 64;
 
@@ -325,18 +329,28 @@ impl crate::fs::Fetcher for Net {
     }
 
     fn prefetch(&self, chan: u32, hashes: &[Hash]) {
-        for h in hashes {
-            if lock(&self.inner.inflight).contains_key(h) {
-                continue;
+        // Claim the chunks nobody fetches yet, then ask for them in groups,
+        // one stream per group.
+        let mut claimed = Vec::new();
+        {
+            let mut inflight = lock(&self.inner.inflight);
+            for h in hashes {
+                if inflight.contains_key(h) || self.inner.store.has_chunk(h) {
+                    continue;
+                }
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(*h, rx);
+                claimed.push((*h, tx));
             }
+        }
+        while !claimed.is_empty() {
+            let rest = claimed.split_off(claimed.len().min(PREFETCH_GROUP));
+            let group = std::mem::replace(&mut claimed, rest);
             let inner = self.inner.clone();
-            let h = *h;
-            let Ok(permit) = self.inner.prefetch.clone().try_acquire_owned() else {
-                return;
-            };
+            let sem = self.inner.prefetch.clone();
             self.handle.spawn(async move {
-                inner.fetch(chan, h).await;
-                drop(permit);
+                let _permit = sem.acquire_owned().await;
+                inner.fetch_group(chan, group).await;
             });
         }
     }
@@ -608,6 +622,24 @@ impl Inner {
             Open::Join { .. } => {
                 let _ = send.reset(code::PROTOCOL.into());
                 anyhow::bail!("join on a member connection");
+            }
+            Open::Chunks { channel, hashes } => {
+                let allowed = self
+                    .channel_by_id(&channel)
+                    .is_some_and(|r| r.member(&peer).is_some());
+                if !allowed || hashes.len() > MAX_CHUNKS {
+                    let _ = send.reset(code::PROTOCOL.into());
+                    anyhow::bail!("refused a chunk request");
+                }
+                for h in hashes {
+                    let store = self.store.clone();
+                    let reply = tokio::task::spawn_blocking(move || store.chunk_bytes(&h))
+                        .await?
+                        .map_or(ChunkReply::Missing, ChunkReply::Found);
+                    write_frame(&mut send, &reply).await?;
+                }
+                send.finish()?;
+                Ok(())
             }
             Open::Delta { channel, old, new } => {
                 let allowed = self
@@ -1073,15 +1105,67 @@ impl Inner {
         };
         let Some(tx) = tx else {
             let mut w = waiter;
-            return match w.wait_for(|v| v.is_some()).await {
+            let done = match w.wait_for(|v| v.is_some()).await {
                 Ok(v) => v.unwrap_or(false),
                 Err(_) => self.store.has_chunk(&hash),
             };
+            // A background fetch that failed is no verdict: try ourselves.
+            return done || self.fetch_now(local, hash).await;
         };
         let ok = self.fetch_now(local, hash).await;
         let _ = tx.send(Some(ok));
         lock(&self.inflight).remove(&hash);
         ok
+    }
+
+    /// Fetches claimed chunks in one request to the nearest member; each
+    /// claim is settled (true: stored) as its chunk arrives.
+    async fn fetch_group(&self, local: u32, group: Vec<(Hash, watch::Sender<Option<bool>>)>) {
+        let rec = self.channels().into_iter().find(|c| c.local == local);
+        let conn = rec.as_ref().and_then(|rec| {
+            rec.members
+                .iter()
+                .filter_map(|m| self.conn_of(&m.id))
+                .min_by_key(|c| c.rtt())
+        });
+        let mut pending = group.into_iter();
+        if let (Some(rec), Some(conn)) = (rec, conn) {
+            let hashes: Vec<Hash> = pending.as_slice().iter().map(|(h, _)| *h).collect();
+            let r = async {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                write_frame(
+                    &mut send,
+                    &Open::Chunks {
+                        channel: rec.id,
+                        hashes,
+                    },
+                )
+                .await?;
+                send.finish()?;
+                for (h, tx) in pending.by_ref() {
+                    let ok = match read_frame::<_, ChunkReply>(&mut recv).await? {
+                        Some(ChunkReply::Found(b)) if *blake3::hash(&b).as_bytes() == h => {
+                            let store = self.store.clone();
+                            tokio::task::spawn_blocking(move || store.put_chunk(&h, &b).is_ok())
+                                .await
+                                .unwrap_or(false)
+                        }
+                        _ => false,
+                    };
+                    let _ = tx.send(Some(ok));
+                    lock(&self.inflight).remove(&h);
+                }
+                anyhow::Ok(())
+            };
+            let deadline = self.fetch_timeout;
+            if let Ok(Err(e)) = tokio::time::timeout(deadline, r).await {
+                tracing::debug!("chunk group request: {e}");
+            }
+        }
+        for (h, tx) in pending {
+            let _ = tx.send(Some(false));
+            lock(&self.inflight).remove(&h);
+        }
     }
 
     async fn fetch_now(&self, local: u32, hash: Hash) -> bool {
