@@ -260,6 +260,7 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
     b.mount(&[]);
     std::fs::write(b.p("doc.txt"), b"edited on B").unwrap();
     a.mount(&[]);
+    let _unused = 0;
     let listing = |m: &Mounted| -> Vec<(String, Vec<u8>)> {
         let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&m.mnt)
             .unwrap()
@@ -362,4 +363,53 @@ fn an_edit_moves_only_the_changed_bytes() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let moved = traffic(&a) - before;
     assert!(moved <= 150_000, "a 1-byte insert moved {moved} bytes");
+}
+
+/// Names and contents of the top directory of a mount, sorted.
+fn listing(m: &Mounted) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_new_files_with_one_name_both_survive_and_edit_beats_delete() {
+    let mut a = Mounted::new();
+    let mut b = Mounted::joined(&a, "rw", "");
+    std::fs::write(a.p("kept.txt"), b"v1").unwrap();
+    wait_for(10, "kept.txt on B", || {
+        read(&b.p("kept.txt")).filter(|d| d == b"v1")
+    });
+    b.unmount();
+    std::fs::write(a.p("same.txt"), b"made on A").unwrap();
+    std::fs::remove_file(a.p("kept.txt")).unwrap();
+    a.unmount();
+    b.mount(&[]);
+    std::fs::write(b.p("same.txt"), b"made on B").unwrap();
+    std::fs::write(b.p("kept.txt"), b"v2 edited on B").unwrap();
+    a.mount(&[]);
+    let on_a = wait_for(15, "A to converge", || {
+        let l = listing(&a);
+        (l.len() == 3 && l.iter().any(|(_, c)| c == b"made on B")).then_some(l)
+    });
+    let on_b = wait_for(15, "B to match A", || {
+        let l = listing(&b);
+        (l == on_a).then_some(l)
+    });
+    assert!(on_b.contains(&("kept.txt".to_string(), b"v2 edited on B".to_vec())));
+    let same: Vec<&(String, Vec<u8>)> =
+        on_b.iter().filter(|(n, _)| n.starts_with("same")).collect();
+    assert_eq!(same.len(), 2, "{on_b:?}");
+    assert!(same.iter().any(|(n, _)| n == "same.txt"));
+    assert!(same.iter().any(|(_, c)| c == b"made on A"));
+    assert!(same.iter().any(|(_, c)| c == b"made on B"));
 }

@@ -114,8 +114,25 @@ pub struct Tree {
     next_ino: u64,
     id_prefix: [u8; 8],
     ids: HashMap<FileId, u64>,
+    tombs: HashMap<FileId, Tomb>,
     /// Files with open handles (kept while unlinked).
     pub open_count: HashMap<u64, u32>,
+}
+
+/// What is kept of a removed file, so that an edit made concurrently
+/// elsewhere brings it back (edit beats delete).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tomb {
+    /// Directory it was in.
+    pub parent: FileId,
+    /// Its name there.
+    pub name: Vec<u8>,
+    /// Mode bits.
+    pub perm: u32,
+    /// Content it had when removed.
+    pub content: Option<Hash>,
+    /// Creation clock.
+    pub born: u64,
 }
 
 /// The changes one operation makes, for the store.
@@ -192,7 +209,13 @@ impl Tree {
             id_prefix,
             open_count: HashMap::new(),
             ids: HashMap::new(),
+            tombs: HashMap::new(),
         };
+        for (id, bytes) in store.tombs(chan)? {
+            if let Ok(t) = postcard::from_bytes::<Tomb>(&bytes) {
+                tree.tombs.insert(FileId(id), t);
+            }
+        }
         let mut ch = Changes {
             muts: Vec::new(),
             chan,
@@ -414,6 +437,35 @@ impl Tree {
         }
     }
 
+    /// Keeps a tombstone for file `ino` when its last name (`name` in
+    /// `parent`) has just gone.
+    fn bury(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
+        if n.kind != NodeKind::File || n.nlink != 0 {
+            return;
+        }
+        let t = Tomb {
+            parent: self
+                .nodes
+                .get(&parent)
+                .map(|p| p.id)
+                .unwrap_or(FileId::ROOT),
+            name: name.to_vec(),
+            perm: n.perm,
+            content: n.content,
+            born: n.born,
+        };
+        let id = n.id;
+        ch.muts.push(Mut::Tomb(
+            self.chan,
+            id.0,
+            Some(postcard::to_allocvec(&t).unwrap_or_default()),
+        ));
+        self.tombs.insert(id, t);
+    }
+
     fn drop_node(&mut self, ino: u64, ch: &mut Changes) {
         if let Some(n) = self.nodes.remove(&ino) {
             self.ids.remove(&n.id);
@@ -469,6 +521,7 @@ impl Tree {
             n.nlink = n.nlink.saturating_sub(1);
             n.ctime = t;
         }
+        self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
         ch.op(
             hlc,
@@ -654,6 +707,7 @@ impl Tree {
                     p.nlink -= 1;
                 }
             }
+            self.bury(d, newparent, newname, ch);
             self.maybe_free(d, ch);
             ch.op(
                 hlc,

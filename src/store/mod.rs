@@ -33,6 +33,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-v1");
 const CHANNELS: TableDefinition<u32, &[u8]> = TableDefinition::new("channels-v1");
 const INODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("inodes-v1");
 const DIRENTS: TableDefinition<(u32, u64, &[u8]), u64> = TableDefinition::new("dirents-v1");
+/// Files removed, by (channel, file id): what a concurrent edit needs to
+/// bring one back (edit beats delete).
+const TOMBS: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("tombs-v1");
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests-v1");
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-v1");
 /// Journal entries by (channel, author, seq): the author's signed bytes.
@@ -131,6 +134,8 @@ pub enum Mut {
     Remote(u32, [u8; 32], u64, SignedEntry),
     /// Replace a channel's record (membership changed).
     Channel(ChannelRec),
+    /// Put (`Some`) or delete the tombstone of a removed file.
+    Tomb(u32, [u8; 16], Option<Vec<u8>>),
 }
 
 enum Msg {
@@ -207,6 +212,7 @@ impl Store {
             w.open_table(META)?;
             w.open_table(CHANNELS)?;
             w.open_table(INODES)?;
+            w.open_table(TOMBS)?;
             w.open_table(DIRENTS)?;
             w.open_table(MANIFESTS)?;
             w.open_table(CHUNKS)?;
@@ -622,6 +628,24 @@ impl Store {
         Ok((inodes, dirents))
     }
 
+    /// A channel's tombstones: (file id, record).
+    pub fn tombs(&self, chan: u32) -> Result<Vec<([u8; 16], Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let lo: (u32, &[u8]) = (chan, &[]);
+        let hi: (u32, &[u8]) = (chan + 1, &[]);
+        let mut out = Vec::new();
+        for item in r.open_table(TOMBS)?.range(lo..hi)? {
+            let (k, v) = item?;
+            let id: [u8; 16] = k
+                .value()
+                .1
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("tomb key".into()))?;
+            out.push((id, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Reads a channel's journal, all authors (for inspection).
     pub fn journal(&self, chan: u32) -> Result<Vec<SignedEntry>, StoreError> {
         let r = self.db.begin_read()?;
@@ -839,6 +863,12 @@ impl Committer {
                             postcard::to_allocvec(&signed)?.as_slice(),
                         )?;
                         added += 1;
+                    }
+                    Mut::Tomb(c, id, Some(rec)) => {
+                        w.open_table(TOMBS)?.insert((c, &id[..]), rec.as_slice())?;
+                    }
+                    Mut::Tomb(c, id, None) => {
+                        w.open_table(TOMBS)?.remove((c, &id[..]))?;
                     }
                     Mut::Channel(rec) => {
                         self.channels.insert(rec.local, rec.id);

@@ -356,6 +356,7 @@ impl Tree {
                     n.ctime = t;
                 }
                 fx.inodes.push(ino);
+                self.bury(ino, p, &nm, ch);
                 self.maybe_free(ino, ch);
             }
             Op::Move {
@@ -442,7 +443,12 @@ impl Tree {
                 replaces,
                 mtime,
             } => {
-                let Some(ino) = self.ino_of(id) else { return };
+                let Some(ino) = self.ino_of(id).or_else(|| {
+                    // Removed here while it was edited there: the edit wins.
+                    self.resurrect(id, replaces, e.hlc, t, ch, fx)
+                }) else {
+                    return;
+                };
                 let Some(n) = self.nodes.get(&ino) else {
                     return;
                 };
@@ -476,6 +482,34 @@ impl Tree {
             }
             Op::Membership(_) => {}
         }
+    }
+
+    /// Brings back file `id` removed here, when an edit of the version it
+    /// had when removed (`replaces`) arrives.
+    fn resurrect(
+        &mut self,
+        id: &FileId,
+        replaces: &Option<Hash>,
+        _hlc: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        let tomb = self
+            .tombs
+            .get(id)
+            .filter(|tb| tb.content == *replaces)?
+            .clone();
+        let parent = self.dir_ino(&tomb.parent).unwrap_or(ROOT);
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
+        n.content = tomb.content;
+        self.insert_node(ino, n, ch);
+        self.tombs.remove(id);
+        ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
+        self.place(parent, &tomb.name, ino, t, ch, fx);
+        Some(ino)
     }
 
     fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {

@@ -864,9 +864,6 @@ fn edit_beats_delete_where_the_edit_arrives_first() {
 /// Edit beats delete everywhere, including on the node that deleted the
 /// file before the edit reached it.
 #[test]
-#[ignore = "known gap: a node that removed a file forgets it, so a later Content \
-            entry for its id is skipped there while the other nodes keep the \
-            edited file (needs tombstones in tree.rs; see report)"]
 fn edit_beats_delete_on_the_deleting_node() {
     for seed in SEEDS {
         let mut s = Sim::new(3, seed);
