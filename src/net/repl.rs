@@ -34,6 +34,8 @@ const TICK: Duration = Duration::from_secs(2);
 const DIAL_EVERY: Duration = Duration::from_secs(1);
 /// Files up to this size travel with their entries, content included.
 const INLINE_MAX: u64 = 64 << 10;
+/// Two connections of one pair made within this time are a dial race.
+const DIAL_RACE: Duration = Duration::from_secs(3);
 /// Chunks asked for in one background request.
 const PREFETCH_GROUP: usize = 8;
 /// Concurrent background chunk fetches.
@@ -50,6 +52,9 @@ pub trait Host: Send + Sync + 'static {
     fn membership_changed(&self, local: u32);
 }
 
+/// A version vector and the token of the stream that owns it.
+type Owned = (u64, Vv);
+
 /// One frame's worth of entries for a peer.
 #[derive(Default)]
 struct Batch {
@@ -61,6 +66,7 @@ struct Batch {
 struct Conn {
     conn: quinn::Connection,
     dialed_by_me: bool,
+    since: Instant,
     streams: HashSet<u32>,
 }
 
@@ -91,7 +97,10 @@ struct Inner {
     dialing: Mutex<HashSet<[u8; 32]>>,
     inflight: Mutex<HashMap<Hash, watch::Receiver<Option<bool>>>>,
     /// What each peer holds of each channel, as far as we know.
-    sent: Mutex<HashMap<([u8; 32], u32), Vv>>,
+    /// Keyed by (peer, channel): the token of the stream that owns the
+    /// entry (a newer stream supersedes an older one) and the vector.
+    sent: Mutex<HashMap<([u8; 32], u32), Owned>>,
+    tokens: AtomicU64,
     prefetch: Arc<Semaphore>,
     fetch_timeout: Duration,
     advertise: Vec<String>,
@@ -135,6 +144,36 @@ impl Drop for TimerLog {
 }
 fn scopeguard_log(t: Instant, c: usize, e: usize) -> TimerLog {
     TimerLog(t, c, e)
+}
+
+/// Runs `fut` to its end while `conn` keeps receiving data; `None` once
+/// nothing (beyond keep-alives) arrived for `idle`, or after ten times
+/// `idle` in all. A slow path is not a dead one: a transfer that moves
+/// keeps going, one that stalls gives up.
+async fn while_progressing<T>(
+    conn: &quinn::Connection,
+    idle: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(fut);
+    let start = Instant::now();
+    let mut last = conn.stats().udp_rx.bytes;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let now = conn.stats().udp_rx.bytes;
+                if now >= last + 8192 {
+                    last = now;
+                    quiet_since = Instant::now();
+                }
+                if quiet_since.elapsed() >= idle || start.elapsed() >= idle * 10 {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Fetches the bytes an edit changed (`old` → `new`) and stores the new
@@ -231,6 +270,7 @@ impl Net {
             dialing: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
+            tokens: AtomicU64::new(1),
             prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
             fetch_timeout,
             advertise,
@@ -433,24 +473,29 @@ impl Inner {
         self.register(peer.0, conn, false);
     }
 
-    /// Keeps one connection per peer: the one dialed by the lower id.
+    /// Keeps one connection per peer. When both dialed at once, the one
+    /// dialed by the lower id stays; otherwise the newer one replaces the
+    /// old (the peer restarted: the old connection is dead but does not
+    /// know it yet).
     fn register(self: &Arc<Self>, peer: [u8; 32], conn: quinn::Connection, dialed_by_me: bool) {
         let preferred = |dialed_by_me: bool| dialed_by_me == (self.me() < peer);
         {
             let mut conns = lock(&self.conns);
             if let Some(old) = conns.get(&peer) {
                 let alive = old.conn.close_reason().is_none();
-                if alive && (preferred(old.dialed_by_me) || !preferred(dialed_by_me)) {
+                let race = old.since.elapsed() < DIAL_RACE;
+                if alive && race && (preferred(old.dialed_by_me) || !preferred(dialed_by_me)) {
                     conn.close(code::DUPLICATE.into(), b"duplicate");
                     return;
                 }
-                old.conn.close(code::DUPLICATE.into(), b"duplicate");
+                old.conn.close(code::DUPLICATE.into(), b"replaced");
             }
             conns.insert(
                 peer,
                 Conn {
                     conn: conn.clone(),
                     dialed_by_me,
+                    since: Instant::now(),
                     streams: HashSet::new(),
                 },
             );
@@ -688,18 +733,22 @@ impl Inner {
         // before another node holds it.
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.sync()).await??;
-        lock(&self.sent).insert((peer, local), theirs);
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sent).insert((peer, local), (token, theirs));
         let me = self.clone();
         let sender = tokio::spawn(async move {
-            let r = me.send_loop(peer, local, &mut send).await;
+            let r = me.send_loop(peer, local, token, &mut send).await;
             if let Err(e) = &r {
                 tracing::info!("sending to {}: {e}", short(&peer));
             }
             let _ = send.finish();
         });
-        let r = self.recv_loop(peer, local, &mut recv).await;
+        let r = self.recv_loop(peer, local, token, &mut recv).await;
         sender.abort();
-        lock(&self.sent).remove(&(peer, local));
+        let mut sent = lock(&self.sent);
+        if sent.get(&(peer, local)).is_some_and(|(t, _)| *t == token) {
+            sent.remove(&(peer, local));
+        }
         r
     }
 
@@ -707,9 +756,11 @@ impl Inner {
         &self,
         peer: [u8; 32],
         local: u32,
+        token: u64,
         send: &mut quinn::SendStream,
     ) -> anyhow::Result<()> {
         let mut commits = self.store.subscribe();
+        let mut last_vv = Instant::now();
         loop {
             let Some(rec) = self.channels().into_iter().find(|c| c.local == local) else {
                 return Ok(());
@@ -719,7 +770,7 @@ impl Inner {
             }
             loop {
                 let t0 = Instant::now();
-                let b = self.missing(&rec, peer)?;
+                let b = self.missing(&rec, peer, token)?;
                 if b.entries.is_empty() {
                     break;
                 }
@@ -736,24 +787,28 @@ impl Inner {
                 };
                 write_frame(send, &msg).await?;
             }
+            // What we hold, every tick even while busy: the peer resends
+            // what we lack from there.
+            if last_vv.elapsed() >= TICK {
+                let vv = self.store.vv(local);
+                write_frame(send, &ChanMsg::Vv { vv: to_wire(&vv) }).await?;
+                last_vv = Instant::now();
+            }
             tokio::select! {
                 r = commits.changed() => { r?; }
-                _ = tokio::time::sleep(TICK) => {
-                    let vv = self.store.vv(local);
-                    write_frame(send, &ChanMsg::Vv { vv: to_wire(&vv) }).await?;
-                }
+                _ = tokio::time::sleep(TICK.saturating_sub(last_vv.elapsed())) => {}
             }
         }
     }
 
     /// The next batch of entries `peer` lacks (the leader's first, so that
     /// members are known before their entries), with their manifests.
-    fn missing(&self, rec: &ChannelRec, peer: [u8; 32]) -> anyhow::Result<Batch> {
+    fn missing(&self, rec: &ChannelRec, peer: [u8; 32], token: u64) -> anyhow::Result<Batch> {
         let ours = self.store.vv(rec.local);
-        let mut sent = lock(&self.sent)
-            .get(&(peer, rec.local))
-            .cloned()
-            .unwrap_or_default();
+        let mut sent = match lock(&self.sent).get(&(peer, rec.local)) {
+            Some((t, v)) if *t == token => v.clone(),
+            _ => anyhow::bail!("superseded by a newer stream"),
+        };
         // Each author's next entries, merged in clock order: a change made
         // after seeing another (a file in a new directory) follows it.
         let mut queues: Vec<std::collections::VecDeque<(Entry, SignedEntry)>> = Vec::new();
@@ -820,8 +875,9 @@ impl Inner {
                 break;
             }
         }
-        if let Some(s) = lock(&self.sent).get_mut(&(peer, rec.local)) {
-            *s = sent;
+        match lock(&self.sent).get_mut(&(peer, rec.local)) {
+            Some((t, s)) if *t == token => *s = sent,
+            _ => anyhow::bail!("superseded by a newer stream"),
         }
         Ok(out)
     }
@@ -830,6 +886,7 @@ impl Inner {
         &self,
         peer: [u8; 32],
         local: u32,
+        token: u64,
         recv: &mut quinn::RecvStream,
     ) -> anyhow::Result<()> {
         let mut low: BTreeMap<[u8; 32], u64> = BTreeMap::new();
@@ -849,7 +906,8 @@ impl Inner {
                     // lost): resend from what it has, once it says so twice.
                     let vv = from_wire(vv);
                     let mut sent = lock(&self.sent);
-                    if let Some(s) = sent.get_mut(&(peer, local)) {
+                    if let Some((_, s)) = sent.get_mut(&(peer, local)).filter(|(t, _)| *t == token)
+                    {
                         for (a, have) in s.iter_mut() {
                             let theirs = vv.get(a).copied().unwrap_or(0);
                             if theirs < *have {
@@ -1157,8 +1215,8 @@ impl Inner {
                 }
                 anyhow::Ok(())
             };
-            let deadline = self.fetch_timeout;
-            if let Ok(Err(e)) = tokio::time::timeout(deadline, r).await {
+            let conn2 = conn.clone();
+            if let Some(Err(e)) = while_progressing(&conn2, self.fetch_timeout, r).await {
                 tracing::debug!("chunk group request: {e}");
             }
         }
@@ -1185,7 +1243,8 @@ impl Inner {
                 if left.is_zero() {
                     break;
                 }
-                match tokio::time::timeout(left, self.ask_chunk(&conn, rec.id, hash)).await {
+                let asked = while_progressing(&conn, left, self.ask_chunk(&conn, rec.id, hash));
+                match asked.await.ok_or(()) {
                     Ok(Ok(Some(bytes))) => {
                         if *blake3::hash(&bytes).as_bytes() != hash {
                             tracing::warn!("chunk from {} failed verification", short(&id));
@@ -1389,7 +1448,9 @@ impl Inner {
             .filter(|m| m.id != self.me())
             .map(|m| {
                 let conn = self.conn_of(&m.id);
-                let sent = lock(&self.sent).get(&(m.id, rec.local)).cloned();
+                let sent = lock(&self.sent)
+                    .get(&(m.id, rec.local))
+                    .map(|(_, v)| v.clone());
                 let to_send = sent.map_or(0, |s| {
                     ours.iter()
                         .map(|(a, n)| n.saturating_sub(s.get(a).copied().unwrap_or(0)))

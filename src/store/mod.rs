@@ -164,6 +164,9 @@ struct Counters {
 /// Manifests submitted but not committed yet (readers must find them).
 type Unsettled = Arc<Mutex<HashMap<Hash, Vec<u8>>>>;
 
+/// A stored tombstone: file id and its encoded record.
+pub type TombRec = ([u8; 16], Vec<u8>);
+
 /// Digest of the newest entry of each (channel, author) submitted.
 type Heads = Arc<Mutex<HashMap<(u32, [u8; 32]), Hash>>>;
 
@@ -629,7 +632,7 @@ impl Store {
     }
 
     /// A channel's tombstones: (file id, record).
-    pub fn tombs(&self, chan: u32) -> Result<Vec<([u8; 16], Vec<u8>)>, StoreError> {
+    pub fn tombs(&self, chan: u32) -> Result<Vec<TombRec>, StoreError> {
         let r = self.db.begin_read()?;
         let lo: (u32, &[u8]) = (chan, &[]);
         let hi: (u32, &[u8]) = (chan + 1, &[]);

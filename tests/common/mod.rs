@@ -270,3 +270,80 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Homes whose config is edited before their node starts.
+impl Mounted {
+    /// A fresh home after `chanfs init` only: no channel, no node, nothing
+    /// mounted, so its config can be changed first ([`Mounted::set_config`]);
+    /// then [`Mounted::create_channel`] or [`Mounted::join`], and
+    /// [`Mounted::mount`].
+    pub fn initialized() -> Mounted {
+        require_fuse();
+        let tmp = tempfile::Builder::new()
+            .prefix("chanfs-test")
+            .tempdir()
+            .unwrap();
+        let home = tmp.path().join("home");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        chanfs_ok(&home, &["init"]);
+        Mounted {
+            tmp,
+            home,
+            mnt,
+            channel: "work".into(),
+            pid: None,
+        }
+    }
+
+    /// Sets `key = value` (`value` in TOML syntax) in config.toml,
+    /// replacing the line of that key if there is one.
+    pub fn set_config(&self, key: &str, value: &str) {
+        let p = self.home.join("config.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let line = format!("{key} = {value}");
+        let mut found = false;
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.split('=').next().map(str::trim) == Some(key) {
+                    found = true;
+                    line.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        if !found {
+            lines.push(line);
+        }
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    }
+
+    /// The `listen` address in config.toml.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(self.home.join("config.toml")).unwrap();
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == "listen").then(|| v.trim().trim_matches('"').parse().unwrap())
+            })
+            .expect("no listen line in config.toml")
+    }
+
+    /// `chanfs channel create` of this guard's channel (starts the node).
+    pub fn create_channel(&self) {
+        chanfs_ok(&self.home, &["channel", "create", &self.channel]);
+    }
+
+    /// Joins `leader`'s channel with an invitation for `role` (starts the
+    /// node; does not mount).
+    pub fn join(&mut self, leader: &Mounted, role: &str) {
+        let token = chanfs_ok(
+            &leader.home,
+            &["channel", "invite", &leader.channel, "--role", role],
+        );
+        chanfs_ok(&self.home, &["channel", "join", token.trim()]);
+        self.channel = leader.channel.clone();
+    }
+}
