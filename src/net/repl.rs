@@ -176,32 +176,49 @@ async fn while_progressing<T>(
     }
 }
 
+/// What a delta of an edit needs from here: the old neighbourhood's bytes,
+/// the new neighbourhood's extents and which of its chunks are missing.
+struct DeltaPrep {
+    old_bytes: Vec<u8>,
+    new_extents: Vec<crate::store::manifest::Extent>,
+    missing: Vec<Hash>,
+}
+
+/// `None` when nothing is missing or the old neighbourhood is not here.
+fn prepare_delta(s: &Store, old: Hash, new: Hash) -> Option<DeltaPrep> {
+    let (o, n) = (s.load_manifest(&old).ok()?, s.load_manifest(&new).ok()?);
+    let (p, oe, ne) = delta::changed(&o, &n);
+    let missing: Vec<Hash> = n.extents()[p..ne]
+        .iter()
+        .filter_map(|e| e.hash)
+        .filter(|h| !s.has_chunk(h))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let old_bytes = delta::region_bytes(s, &o.extents()[p..oe])?;
+    Some(DeltaPrep {
+        old_bytes,
+        new_extents: n.extents()[p..ne].to_vec(),
+        missing,
+    })
+}
+
 /// Fetches the bytes an edit changed (`old` → `new`) and stores the new
-/// chunks, when the old version's neighbourhood of the edit is here.
-async fn fetch_delta(
+/// chunks rebuilt from the old neighbourhood.
+async fn run_delta(
     store: &Arc<Store>,
     conn: &quinn::Connection,
     channel: [u8; 16],
     old: Hash,
     new: Hash,
+    prep: DeltaPrep,
 ) -> anyhow::Result<()> {
-    let s = store.clone();
-    let prep = tokio::task::spawn_blocking(move || {
-        let (o, n) = (s.load_manifest(&old).ok()?, s.load_manifest(&new).ok()?);
-        let (p, oe, ne) = delta::changed(&o, &n);
-        let missing = n.extents()[p..ne]
-            .iter()
-            .any(|e| e.hash.is_some_and(|h| !s.has_chunk(&h)));
-        if !missing {
-            return None;
-        }
-        let ob = delta::region_bytes(&s, &o.extents()[p..oe])?;
-        Some((ob, n.extents()[p..ne].to_vec()))
-    })
-    .await?;
-    let Some((old_bytes, new_extents)) = prep else {
-        return Ok(());
-    };
+    let DeltaPrep {
+        old_bytes,
+        new_extents,
+        ..
+    } = prep;
     let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(&mut send, &Open::Delta { channel, old, new }).await?;
     send.finish()?;
@@ -883,7 +900,7 @@ impl Inner {
     }
 
     async fn recv_loop(
-        &self,
+        self: &Arc<Self>,
         peer: [u8; 32],
         local: u32,
         token: u64,
@@ -934,7 +951,7 @@ impl Inner {
     }
 
     async fn receive(
-        &self,
+        self: &Arc<Self>,
         peer: [u8; 32],
         local: u32,
         entries: Vec<SignedEntry>,
@@ -1075,21 +1092,62 @@ impl Inner {
                 _ => None,
             })
             .collect();
-        let host = self.host.clone();
-        tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
-        if !edits.is_empty() {
-            if let Some(conn) = self.conn_of(&peer) {
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    for (old, new) in edits {
-                        if let Err(e) = fetch_delta(&store, &conn, rec.id, old, new).await {
-                            tracing::debug!("delta of an edit: {e}");
-                        }
-                    }
-                });
+        // Prepared and claimed before the new version shows: a read of the
+        // new chunks waits for the delta instead of fetching them whole.
+        let mut deltas = Vec::new();
+        if let Some(conn) = self.conn_of(&peer).filter(|_| !edits.is_empty()) {
+            for (old, new) in edits {
+                let s = self.store.clone();
+                let Some(prep) =
+                    tokio::task::spawn_blocking(move || prepare_delta(&s, old, new)).await?
+                else {
+                    continue;
+                };
+                let claims = self.claim(&prep.missing);
+                if !claims.is_empty() {
+                    deltas.push((conn.clone(), old, new, prep, claims));
+                }
             }
         }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
+        for (conn, old, new, prep, claims) in deltas {
+            let me = self.clone();
+            let channel = rec.id;
+            tokio::spawn(async move {
+                let r = run_delta(&me.store, &conn, channel, old, new, prep).await;
+                if let Err(e) = &r {
+                    tracing::debug!("delta of an edit: {e}");
+                }
+                me.settle(claims);
+            });
+        }
         Ok(())
+    }
+
+    /// Claims the chunks nobody fetches yet; returns the claims to settle.
+    fn claim(&self, hashes: &[Hash]) -> Vec<(Hash, watch::Sender<Option<bool>>)> {
+        let mut inflight = lock(&self.inflight);
+        let mut out = Vec::new();
+        for h in hashes {
+            if inflight.contains_key(h) || self.store.has_chunk(h) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(None);
+            inflight.insert(*h, rx);
+            out.push((*h, tx));
+        }
+        out
+    }
+
+    /// Settles claims: stored chunks succeed, the rest fall back to the
+    /// ordinary fetch of whoever waits for them.
+    fn settle(&self, claims: Vec<(Hash, watch::Sender<Option<bool>>)>) {
+        let mut inflight = lock(&self.inflight);
+        for (h, tx) in claims {
+            let _ = tx.send(Some(self.store.has_chunk(&h)));
+            inflight.remove(&h);
+        }
     }
 
     async fn dial_loop(self: Arc<Self>) {
