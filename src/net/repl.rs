@@ -694,9 +694,10 @@ impl Inner {
                     anyhow::bail!("refused a chunk request");
                 }
                 for h in hashes {
-                    let store = self.store.clone();
-                    let reply = tokio::task::spawn_blocking(move || store.chunk_bytes(&h))
-                        .await?
+                    // Chunks just written or read are in the page cache.
+                    let reply = self
+                        .store
+                        .chunk_bytes(&h)
                         .map_or(ChunkReply::Missing, ChunkReply::Found);
                     write_frame(&mut send, &reply).await?;
                 }
@@ -1261,10 +1262,9 @@ impl Inner {
                 for (h, tx) in pending.by_ref() {
                     let ok = match read_frame::<_, ChunkReply>(&mut recv).await? {
                         Some(ChunkReply::Found(b)) if *blake3::hash(&b).as_bytes() == h => {
-                            let store = self.store.clone();
-                            tokio::task::spawn_blocking(move || store.put_chunk(&h, &b).is_ok())
-                                .await
-                                .unwrap_or(false)
+                            // A write into the page cache: brief enough to
+                            // stay on this task (no thread hand-off per chunk).
+                            self.store.put_chunk(&h, &b).is_ok()
                         }
                         _ => false,
                     };
