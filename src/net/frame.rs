@@ -64,6 +64,32 @@ where
     R: AsyncRead + Unpin + ?Sized,
     T: DeserializeOwned,
 {
+    let Some(body) = read_frame_bytes(s).await? else {
+        return Ok(None);
+    };
+    decode(&body).map(Some)
+}
+
+/// Decodes a frame body read with [`read_frame_bytes`] (a message may
+/// borrow from it, e.g. chunk bytes, without a copy).
+pub fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    let (msg, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+/// Reads one frame's body, undecoded; the same errors as [`read_frame`]
+/// except `Malformed`.
+pub async fn read_frame_bytes<R>(s: &mut R) -> Result<Option<Vec<u8>>, FrameError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < prefix.len() {
@@ -81,21 +107,12 @@ where
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    match s.read_exact(&mut body).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(FrameError::Io(e)),
+    let mut body = Vec::with_capacity(len);
+    (&mut *s).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(FrameError::Closed);
     }
-    let (msg, rest) =
-        postcard::take_from_bytes::<T>(&body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(FrameError::Malformed(format!(
-            "{} trailing bytes after the message",
-            rest.len()
-        )));
-    }
-    Ok(Some(msg))
+    Ok(Some(body))
 }
 
 #[cfg(test)]

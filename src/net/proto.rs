@@ -119,6 +119,15 @@ pub enum ChunkReply {
     Missing,
 }
 
+/// [`ChunkReply`] decoded in place: the bytes borrow from the frame.
+#[derive(Debug, Deserialize)]
+pub enum ChunkReplyRef<'a> {
+    /// The chunk's bytes.
+    Found(#[serde(borrow)] &'a [u8]),
+    /// Not stored here.
+    Missing,
+}
+
 /// Reply to [`Open::Join`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum JoinReply {

@@ -14,9 +14,10 @@ use ed25519_dalek::VerifyingKey;
 use tokio::sync::{watch, Semaphore};
 
 use super::delta;
-use super::frame::{read_frame, write_frame};
+use super::frame::{decode, read_frame, read_frame_bytes, write_frame};
 use super::proto::{
-    code, ChanMsg, ChunkReply, DeltaReply, JoinReply, Open, Token, WireVv, MAX_CHUNKS, PROTO,
+    code, ChanMsg, ChunkReply, ChunkReplyRef, DeltaReply, JoinReply, Open, Token, WireVv,
+    MAX_CHUNKS, PROTO,
 };
 use super::tls;
 use crate::identity::{node_id_of_key, Identity, NodeId};
@@ -1260,11 +1261,13 @@ impl Inner {
                 .await?;
                 send.finish()?;
                 for (h, tx) in pending.by_ref() {
-                    let ok = match read_frame::<_, ChunkReply>(&mut recv).await? {
-                        Some(ChunkReply::Found(b)) if *blake3::hash(&b).as_bytes() == h => {
+                    let body = read_frame_bytes(&mut recv).await?;
+                    let reply = body.as_deref().map(decode::<ChunkReplyRef>).transpose()?;
+                    let ok = match reply {
+                        Some(ChunkReplyRef::Found(b)) if *blake3::hash(b).as_bytes() == h => {
                             // A write into the page cache: brief enough to
                             // stay on this task (no thread hand-off per chunk).
-                            self.store.put_chunk(&h, &b).is_ok()
+                            self.store.put_chunk(&h, b).is_ok()
                         }
                         _ => false,
                     };

@@ -103,18 +103,21 @@ impl Packs {
                 .insert(id, file.clone());
             *w = Writer { id, file, len: 0 };
         }
-        let mut buf = Vec::with_capacity(HEADER_LEN as usize + data.len());
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(hash);
-        buf.extend_from_slice(data);
+        let mut head = Vec::with_capacity(HEADER_LEN as usize);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(hash);
         let at = w.len;
-        if let Err(e) = w.file.write_all_at(&buf, at) {
+        let written = w
+            .file
+            .write_all_at(&head, at)
+            .and_then(|()| w.file.write_all_at(data, at + HEADER_LEN));
+        if let Err(e) = written {
             // Leave no half-written tail behind the append position.
             let _ = w.file.set_len(at);
             return Err(e);
         }
-        w.len += buf.len() as u64;
+        w.len += HEADER_LEN + data.len() as u64;
         if let Ok(mut u) = self.unsynced.lock() {
             u.insert(w.id);
         }
