@@ -103,6 +103,12 @@ pub struct ChannelStatus {
     pub members: Vec<MemberStatus>,
     /// Entries received but not applied yet.
     pub to_apply: u64,
+    /// Payload bytes (entries, manifests, chunks) received for the channel.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Payload bytes sent for the channel.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// One mount in a status reply.

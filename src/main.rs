@@ -257,7 +257,13 @@ fn text(r: Reply) -> anyhow::Result<String> {
 }
 
 fn print_channel(c: &control::ChannelStatus) {
-    println!("channel  {}  id {}", c.name, c.id);
+    println!(
+        "channel  {}  id {}  (in {}, out {})",
+        c.name,
+        c.id,
+        human(c.bytes_in),
+        human(c.bytes_out)
+    );
     for m in &c.members {
         let what = if m.me {
             "this node".to_string()

@@ -325,6 +325,8 @@ impl Node {
             id: data_encoding::HEXLOWER.encode(&rec.id),
             members,
             to_apply: 0,
+            bytes_in: self.net.get().map_or(0, |n| n.channel_traffic(rec.local).0),
+            bytes_out: self.net.get().map_or(0, |n| n.channel_traffic(rec.local).1),
         }
     }
 

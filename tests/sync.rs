@@ -94,6 +94,11 @@ fn content_is_fetched_lazily_chunk_by_chunk() {
     assert!(s["stored_bytes"].as_u64().unwrap() <= 512 << 10);
     // The whole file reads back byte for byte.
     assert_eq!(std::fs::read(b.p("big.bin")).unwrap(), data);
+    // `status` counts the channel's bytes on both sides.
+    let got = status_of(&b)["channels"][0]["bytes_in"].as_u64().unwrap();
+    let sent = status_of(&a)["channels"][0]["bytes_out"].as_u64().unwrap();
+    assert!(got >= data.len() as u64, "B counted {got} bytes in");
+    assert!(sent >= data.len() as u64, "A counted {sent} bytes out");
 }
 
 #[test]

@@ -102,6 +102,8 @@ struct Inner {
     /// entry (a newer stream supersedes an older one) and the vector.
     sent: Mutex<HashMap<([u8; 32], u32), Owned>>,
     tokens: AtomicU64,
+    /// Payload bytes (entries, manifests, chunks) in and out per channel.
+    chan_bytes: Mutex<HashMap<u32, (u64, u64)>>,
     prefetch: Arc<Semaphore>,
     fetch_timeout: Duration,
     advertise: Vec<String>,
@@ -289,6 +291,7 @@ impl Net {
             inflight: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(1),
+            chan_bytes: Mutex::new(HashMap::new()),
             prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
             fetch_timeout,
             advertise,
@@ -361,6 +364,14 @@ impl Net {
         (i, o)
     }
 
+    /// Payload bytes received and sent for channel `local`.
+    pub fn channel_traffic(&self, local: u32) -> (u64, u64) {
+        lock(&self.inner.chan_bytes)
+            .get(&local)
+            .copied()
+            .unwrap_or((0, 0))
+    }
+
     /// Chunks being fetched now.
     pub fn fetching(&self) -> usize {
         lock(&self.inner.inflight).len()
@@ -417,6 +428,13 @@ impl crate::fs::Fetcher for Net {
 impl Inner {
     fn me(&self) -> [u8; 32] {
         self.ident.id.0
+    }
+
+    fn count(&self, local: u32, inb: usize, outb: usize) {
+        let mut m = lock(&self.chan_bytes);
+        let e = m.entry(local).or_default();
+        e.0 += inb as u64;
+        e.1 += outb as u64;
     }
 
     /// Where others reach this node: the advertised addresses, else the
@@ -667,9 +685,8 @@ impl Inner {
                 r
             }
             Open::Chunk { channel, hash } => {
-                let allowed = self
-                    .channel_by_id(&channel)
-                    .is_some_and(|r| r.member(&peer).is_some());
+                let rec = self.channel_by_id(&channel);
+                let allowed = rec.as_ref().is_some_and(|r| r.member(&peer).is_some());
                 let reply = if !allowed {
                     ChunkReply::Missing
                 } else {
@@ -678,6 +695,9 @@ impl Inner {
                         .await?
                         .map_or(ChunkReply::Missing, ChunkReply::Found)
                 };
+                if let (Some(r), ChunkReply::Found(b)) = (&rec, &reply) {
+                    self.count(r.local, 0, b.len());
+                }
                 write_frame(&mut send, &reply).await?;
                 send.finish()?;
                 Ok(())
@@ -687,19 +707,22 @@ impl Inner {
                 anyhow::bail!("join on a member connection");
             }
             Open::Chunks { channel, hashes } => {
-                let allowed = self
+                let Some(rec) = self
                     .channel_by_id(&channel)
-                    .is_some_and(|r| r.member(&peer).is_some());
-                if !allowed || hashes.len() > MAX_CHUNKS {
+                    .filter(|r| r.member(&peer).is_some() && hashes.len() <= MAX_CHUNKS)
+                else {
                     let _ = send.reset(code::PROTOCOL.into());
                     anyhow::bail!("refused a chunk request");
-                }
+                };
                 for h in hashes {
                     // Chunks just written or read are in the page cache.
                     let reply = self
                         .store
                         .chunk_bytes(&h)
                         .map_or(ChunkReply::Missing, ChunkReply::Found);
+                    if let ChunkReply::Found(b) = &reply {
+                        self.count(rec.local, 0, b.len());
+                    }
                     write_frame(&mut send, &reply).await?;
                 }
                 send.finish()?;
@@ -799,6 +822,14 @@ impl Inner {
                     ms = t0.elapsed().as_secs_f64() * 1e3,
                     "batch read"
                 );
+                let size = b
+                    .entries
+                    .iter()
+                    .map(|e| e.entry.len() + e.sig.len())
+                    .sum::<usize>()
+                    + b.manifests.iter().map(|m| m.len()).sum::<usize>()
+                    + b.chunks.iter().map(|c| c.len()).sum::<usize>();
+                self.count(local, 0, size);
                 let msg = ChanMsg::Entries {
                     entries: b.entries,
                     manifests: b.manifests,
@@ -960,6 +991,13 @@ impl Inner {
         manifests: Vec<serde_bytes::ByteBuf>,
         chunks: Vec<serde_bytes::ByteBuf>,
     ) -> anyhow::Result<()> {
+        let size = entries
+            .iter()
+            .map(|e| e.entry.len() + e.sig.len())
+            .sum::<usize>()
+            + manifests.iter().map(|m| m.len()).sum::<usize>()
+            + chunks.iter().map(|c| c.len()).sum::<usize>();
+        self.count(local, size, 0);
         let t0 = Instant::now();
         let nchunks = chunks.len();
         let _timer = scopeguard_log(t0, nchunks, entries.len());
@@ -1265,6 +1303,7 @@ impl Inner {
                     let reply = body.as_deref().map(decode::<ChunkReplyRef>).transpose()?;
                     let ok = match reply {
                         Some(ChunkReplyRef::Found(b)) if *blake3::hash(b).as_bytes() == h => {
+                            self.count(local, b.len(), 0);
                             // A write into the page cache: brief enough to
                             // stay on this task (no thread hand-off per chunk).
                             self.store.put_chunk(&h, b).is_ok()
@@ -1307,6 +1346,7 @@ impl Inner {
                 let asked = while_progressing(&conn, left, self.ask_chunk(&conn, rec.id, hash));
                 match asked.await.ok_or(()) {
                     Ok(Ok(Some(bytes))) => {
+                        self.count(local, bytes.len(), 0);
                         if *blake3::hash(&bytes).as_bytes() != hash {
                             tracing::warn!("chunk from {} failed verification", short(&id));
                             continue;
