@@ -24,7 +24,7 @@
 #   --keep               keep the temporary directory (logs) for inspection
 #
 # Needs root (FUSE mounts of two nodes). Installs fuse3, syncthing and
-# python3 when missing and builds target/release/chanfs when missing.
+# python3 when missing and builds target/release/chanfs (brought up to date).
 #
 # Workloads (A writes, B polls every 3 ms; times run from A's close to the end
 # of B's first read that returns exactly the right bytes):
@@ -74,23 +74,11 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "bench-sync.sh: --rounds needs a positive number" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "bench-sync.sh: run as root" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=contrib/bench-lib.sh
+. "$repo/contrib/bench-lib.sh"
 
 # --- dependencies -----------------------------------------------------------
-need=()
-command -v fusermount3 >/dev/null || need+=(fuse3)
-command -v syncthing >/dev/null || need+=(syncthing)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-bin=$repo/target/release/chanfs
-if [[ ! -x $bin ]]; then
-    log "building chanfs"
-    (cd "$repo" && cargo build --release)
-fi
+bench_prepare "$repo" fusermount3=fuse3 syncthing=syncthing python3=python3
 
 # --- temporary directory and cleanup ----------------------------------------
 mkdir -p "$parent"

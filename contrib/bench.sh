@@ -15,7 +15,7 @@
 #   --keep       keep the temporary directory (unmounted) for inspection
 #
 # Needs root (drop_caches). Installs fio, fuse3 and python3 when missing
-# and builds target/release/chanfs when missing.
+# and builds target/release/chanfs (cargo build --release: up to date first).
 #
 # Figures (targets are chanfs relative to native in the same run):
 #  1 sequential write, 1 MiB blocks, end_fsync=1 (fio counts the fsync)   >=0.75x
@@ -61,23 +61,11 @@ nwrites=20
 rss_files=100000
 start_s=$SECONDS
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=contrib/bench-lib.sh
+. "$repo/contrib/bench-lib.sh"
 
 # --- dependencies -----------------------------------------------------------
-need=()
-command -v fio >/dev/null || need+=(fio)
-command -v fusermount3 >/dev/null || need+=(fuse3)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    log "installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-bin=$repo/target/release/chanfs
-if [[ ! -x $bin ]]; then
-    log "building chanfs"
-    (cd "$repo" && cargo build --release)
-fi
+bench_prepare "$repo" fio=fio fusermount3=fuse3 python3=python3
 
 # --- temporary directory and cleanup ----------------------------------------
 mkdir -p "$parent"

@@ -320,13 +320,17 @@ impl Node {
             })
             .collect();
         members.sort_by_key(|m| !m.leader);
+        let (bytes_in, bytes_out) = self
+            .net
+            .get()
+            .map_or((0, 0), |n| n.channel_traffic(rec.local));
         ChannelStatus {
             name: rec.name.clone(),
             id: data_encoding::HEXLOWER.encode(&rec.id),
             members,
             to_apply: 0,
-            bytes_in: self.net.get().map_or(0, |n| n.channel_traffic(rec.local).0),
-            bytes_out: self.net.get().map_or(0, |n| n.channel_traffic(rec.local).1),
+            bytes_in,
+            bytes_out,
         }
     }
 
@@ -413,6 +417,7 @@ impl Node {
             })
             .collect();
         let s = self.store.stats();
+        let (bytes_in, bytes_out) = self.net.get().map_or((0, 0), |n| n.traffic());
         let logical: u64 = mounts.iter().map(|m| m.logical_bytes).sum();
         Status {
             pid: std::process::id(),
@@ -437,8 +442,8 @@ impl Node {
                 .map(|c| self.channel_status(c))
                 .collect(),
             fetching: self.net.get().map_or(0, |n| n.fetching() as u64),
-            bytes_in: self.net.get().map_or(0, |n| n.traffic().0),
-            bytes_out: self.net.get().map_or(0, |n| n.traffic().1),
+            bytes_in,
+            bytes_out,
         }
     }
 

@@ -61,10 +61,6 @@ fn changes_propagate_both_ways() {
     });
 }
 
-fn status_of(m: &Mounted) -> serde_json::Value {
-    m.status()
-}
-
 #[test]
 fn content_is_fetched_lazily_chunk_by_chunk() {
     let a = Mounted::new();
@@ -76,7 +72,7 @@ fn content_is_fetched_lazily_chunk_by_chunk() {
         let len = std::fs::metadata(b.p("big.bin")).ok()?.len();
         (len == data.len() as u64).then_some(())
     });
-    let before = status_of(&b)["stored_bytes"].as_u64().unwrap();
+    let before = b.status()["stored_bytes"].as_u64().unwrap();
     assert_eq!(before, 0, "B stored content nobody read");
     // 4 KiB at the end moves at most two chunks.
     use std::io::{Read, Seek, SeekFrom};
@@ -85,7 +81,7 @@ fn content_is_fetched_lazily_chunk_by_chunk() {
     let mut tail = vec![0u8; 4096];
     f.read_exact(&mut tail).unwrap();
     assert_eq!(tail, data[data.len() - 4096..]);
-    let s = status_of(&b);
+    let s = b.status();
     let chunks = s["chunks"].as_u64().unwrap();
     assert!(
         (1..=2).contains(&chunks),
@@ -95,8 +91,8 @@ fn content_is_fetched_lazily_chunk_by_chunk() {
     // The whole file reads back byte for byte.
     assert_eq!(std::fs::read(b.p("big.bin")).unwrap(), data);
     // `status` counts the channel's bytes on both sides.
-    let got = status_of(&b)["channels"][0]["bytes_in"].as_u64().unwrap();
-    let sent = status_of(&a)["channels"][0]["bytes_out"].as_u64().unwrap();
+    let got = b.status()["channels"][0]["bytes_in"].as_u64().unwrap();
+    let sent = a.status()["channels"][0]["bytes_out"].as_u64().unwrap();
     assert!(got >= data.len() as u64, "B counted {got} bytes in");
     assert!(sent >= data.len() as u64, "A counted {sent} bytes out");
 }
@@ -265,21 +261,6 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
     b.mount(&[]);
     std::fs::write(b.p("doc.txt"), b"edited on B").unwrap();
     a.mount(&[]);
-    let _unused = 0;
-    let listing = |m: &Mounted| -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&m.mnt)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().into_string().unwrap(),
-                    std::fs::read(e.path()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
     let on_a = wait_for(15, "two versions on A", || {
         let l = listing(&a);
         (l.len() == 2).then_some(l)

@@ -316,15 +316,8 @@ impl ChanFs {
     /// stale (outside every lock: the kernel may call back in).
     fn invalidate(&self, fx: &tree::Effects) {
         let n = lock(&self.notifier).clone();
-        let Some(n) = n else { return };
-        for (parent, name) in &fx.names {
-            let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for ino in fx.inodes.iter().chain(&fx.data) {
-            if seen.insert(*ino) {
-                let _ = n.inval_inode(INodeNo(*ino), 0, 0);
-            }
+        if let Some(n) = n {
+            notify(&n, fx);
         }
     }
 
@@ -578,16 +571,20 @@ impl ChanFs {
             let renew = t.released(ino, &mut ch);
             let gone = t.get(ino).is_err();
             drop(t);
-            if let Some((parent, name)) = renew {
+            let notifier = if renew.is_empty() {
+                None
+            } else {
+                lock(&self.notifier).clone()
+            };
+            if let Some(n) = notifier {
                 // Not from inside this request: the kernel may call back.
-                let n = lock(&self.notifier).clone();
-                if let Some(n) = n {
-                    let _ = std::thread::Builder::new()
-                        .name("chanfs-inval".into())
-                        .spawn(move || {
-                            let _ = n.inval_entry(INodeNo(parent), OsStr::from_bytes(&name));
-                        });
-                }
+                let fx = tree::Effects {
+                    names: renew,
+                    ..Default::default()
+                };
+                let _ = std::thread::Builder::new()
+                    .name("chanfs-inval".into())
+                    .spawn(move || notify(&n, &fx));
             }
             self.submit(ch.into_muts())?;
             gone
@@ -626,6 +623,19 @@ impl ChanFs {
 
     fn statfs_of(&self) -> Option<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(self.store.staging_dir()).ok()
+    }
+}
+
+/// Tells the kernel to forget the names and inodes in `fx`.
+fn notify(n: &fuser::Notifier, fx: &tree::Effects) {
+    for (parent, name) in &fx.names {
+        let _ = n.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ino in fx.inodes.iter().chain(&fx.data) {
+        if seen.insert(*ino) {
+            let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+        }
     }
 }
 

@@ -475,13 +475,13 @@ impl Tree {
 
     /// Called when a handle of `ino` closes; frees an unlinked node with
     /// the last one.
-    /// Returns the name to invalidate when a remote change waited for
+    /// Returns the names to invalidate when a remote change waited for
     /// this close.
-    pub fn released(&mut self, ino: u64, ch: &mut Changes) -> Option<(u64, Vec<u8>)> {
+    pub fn released(&mut self, ino: u64, ch: &mut Changes) -> Vec<(u64, Vec<u8>)> {
         match self.open_count.get_mut(&ino) {
             Some(n) if *n > 1 => {
                 *n -= 1;
-                return None;
+                return Vec::new();
             }
             _ => {
                 self.open_count.remove(&ino);
@@ -489,17 +489,15 @@ impl Tree {
         }
         if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
             self.drop_node(ino, ch);
-            return None;
+            return Vec::new();
         }
-        let n = self.nodes.get_mut(&ino)?;
-        if !n.stale {
-            return None;
+        match self.nodes.get_mut(&ino) {
+            Some(n) if n.stale => {
+                n.stale = false;
+                self.new_generation(ino)
+            }
+            _ => Vec::new(),
         }
-        n.stale = false;
-        n.gen += 1;
-        let parent = n.parent;
-        let name = self.name_in(parent, ino, b"")?;
-        Some((parent, name))
     }
 
     /// Removes a non-directory name.

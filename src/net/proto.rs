@@ -26,13 +26,6 @@ pub enum Open {
         /// What the opener has.
         vv: WireVv,
     },
-    /// Send the bytes of chunk `hash` of channel `channel`.
-    Chunk {
-        /// Channel id.
-        channel: [u8; 16],
-        /// Chunk hash.
-        hash: Hash,
-    },
     /// Admit me to `channel` with an invitation secret.
     Join {
         /// Protocol version.

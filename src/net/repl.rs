@@ -64,6 +64,18 @@ struct Batch {
     chunks: Vec<serde_bytes::ByteBuf>,
 }
 
+impl Batch {
+    /// Bytes of entries, manifests and chunks (what `status` counts).
+    fn payload(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.entry.len() + e.sig.len())
+            .sum::<usize>()
+            + self.manifests.iter().map(|m| m.len()).sum::<usize>()
+            + self.chunks.iter().map(|c| c.len()).sum::<usize>()
+    }
+}
+
 struct Conn {
     conn: quinn::Connection,
     dialed_by_me: bool,
@@ -132,21 +144,6 @@ fn from_wire(vv: WireVv) -> Vv {
 
 fn short(id: &[u8; 32]) -> String {
     NodeId(*id).to_string()[..15].to_string()
-}
-
-struct TimerLog(Instant, usize, usize);
-impl Drop for TimerLog {
-    fn drop(&mut self) {
-        tracing::debug!(
-            chunks = self.1,
-            entries = self.2,
-            ms = self.0.elapsed().as_secs_f64() * 1e3,
-            "batch received"
-        );
-    }
-}
-fn scopeguard_log(t: Instant, c: usize, e: usize) -> TimerLog {
-    TimerLog(t, c, e)
 }
 
 /// Runs `fut` to its end while `conn` keeps receiving data; `None` once
@@ -400,18 +397,7 @@ impl crate::fs::Fetcher for Net {
     fn prefetch(&self, chan: u32, hashes: &[Hash]) {
         // Claim the chunks nobody fetches yet, then ask for them in groups,
         // one stream per group.
-        let mut claimed = Vec::new();
-        {
-            let mut inflight = lock(&self.inner.inflight);
-            for h in hashes {
-                if inflight.contains_key(h) || self.inner.store.has_chunk(h) {
-                    continue;
-                }
-                let (tx, rx) = watch::channel(None);
-                inflight.insert(*h, rx);
-                claimed.push((*h, tx));
-            }
-        }
+        let mut claimed = self.inner.claim(hashes);
         while !claimed.is_empty() {
             let rest = claimed.split_off(claimed.len().min(PREFETCH_GROUP));
             let group = std::mem::replace(&mut claimed, rest);
@@ -452,6 +438,10 @@ impl Inner {
 
     fn channels(&self) -> Vec<ChannelRec> {
         self.store.channels().unwrap_or_default()
+    }
+
+    fn channel(&self, local: u32) -> Option<ChannelRec> {
+        self.channels().into_iter().find(|c| c.local == local)
     }
 
     fn channel_by_id(&self, id: &[u8; 16]) -> Option<ChannelRec> {
@@ -684,24 +674,6 @@ impl Inner {
                 }
                 r
             }
-            Open::Chunk { channel, hash } => {
-                let rec = self.channel_by_id(&channel);
-                let allowed = rec.as_ref().is_some_and(|r| r.member(&peer).is_some());
-                let reply = if !allowed {
-                    ChunkReply::Missing
-                } else {
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || store.chunk_bytes(&hash))
-                        .await?
-                        .map_or(ChunkReply::Missing, ChunkReply::Found)
-                };
-                if let (Some(r), ChunkReply::Found(b)) = (&rec, &reply) {
-                    self.count(r.local, 0, b.len());
-                }
-                write_frame(&mut send, &reply).await?;
-                send.finish()?;
-                Ok(())
-            }
             Open::Join { .. } => {
                 let _ = send.reset(code::PROTOCOL.into());
                 anyhow::bail!("join on a member connection");
@@ -804,32 +776,18 @@ impl Inner {
         let mut commits = self.store.subscribe();
         let mut last_vv = Instant::now();
         loop {
-            let Some(rec) = self.channels().into_iter().find(|c| c.local == local) else {
+            let Some(rec) = self.channel(local) else {
                 return Ok(());
             };
             if rec.member(&peer).is_none() {
                 anyhow::bail!("no longer a member");
             }
             loop {
-                let t0 = Instant::now();
                 let b = self.missing(&rec, peer, token)?;
                 if b.entries.is_empty() {
                     break;
                 }
-                tracing::debug!(
-                    n = b.entries.len(),
-                    chunks = b.chunks.len(),
-                    ms = t0.elapsed().as_secs_f64() * 1e3,
-                    "batch read"
-                );
-                let size = b
-                    .entries
-                    .iter()
-                    .map(|e| e.entry.len() + e.sig.len())
-                    .sum::<usize>()
-                    + b.manifests.iter().map(|m| m.len()).sum::<usize>()
-                    + b.chunks.iter().map(|c| c.len()).sum::<usize>();
-                self.count(local, 0, size);
+                self.count(local, 0, b.payload());
                 let msg = ChanMsg::Entries {
                     entries: b.entries,
                     manifests: b.manifests,
@@ -976,8 +934,12 @@ impl Inner {
                     manifests,
                     chunks,
                 } => {
-                    self.receive(peer, local, entries, manifests, chunks)
-                        .await?;
+                    let batch = Batch {
+                        entries,
+                        manifests,
+                        chunks,
+                    };
+                    self.receive(peer, local, batch).await?;
                 }
             }
         }
@@ -987,20 +949,14 @@ impl Inner {
         self: &Arc<Self>,
         peer: [u8; 32],
         local: u32,
-        entries: Vec<SignedEntry>,
-        manifests: Vec<serde_bytes::ByteBuf>,
-        chunks: Vec<serde_bytes::ByteBuf>,
+        batch: Batch,
     ) -> anyhow::Result<()> {
-        let size = entries
-            .iter()
-            .map(|e| e.entry.len() + e.sig.len())
-            .sum::<usize>()
-            + manifests.iter().map(|m| m.len()).sum::<usize>()
-            + chunks.iter().map(|c| c.len()).sum::<usize>();
-        self.count(local, size, 0);
-        let t0 = Instant::now();
-        let nchunks = chunks.len();
-        let _timer = scopeguard_log(t0, nchunks, entries.len());
+        self.count(local, batch.payload(), 0);
+        let Batch {
+            entries,
+            manifests,
+            chunks,
+        } = batch;
         if !chunks.is_empty() {
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -1021,7 +977,7 @@ impl Inner {
             muts.push(Mut::Manifest(*blake3::hash(&m).as_bytes(), m));
         }
         self.store.submit(muts)?;
-        let Some(mut rec) = self.channels().into_iter().find(|c| c.local == local) else {
+        let Some(mut rec) = self.channel(local) else {
             return Ok(());
         };
         let before = rec.members.clone();
@@ -1182,7 +1138,7 @@ impl Inner {
 
     /// Settles claims: stored chunks succeed, the rest fall back to the
     /// ordinary fetch of whoever waits for them.
-    fn settle(&self, claims: Vec<(Hash, watch::Sender<Option<bool>>)>) {
+    fn settle(&self, claims: impl IntoIterator<Item = (Hash, watch::Sender<Option<bool>>)>) {
         let mut inflight = lock(&self.inflight);
         for (h, tx) in claims {
             let _ = tx.send(Some(self.store.has_chunk(&h)));
@@ -1277,7 +1233,7 @@ impl Inner {
     /// Fetches claimed chunks in one request to the nearest member; each
     /// claim is settled (true: stored) as its chunk arrives.
     async fn fetch_group(&self, local: u32, group: Vec<(Hash, watch::Sender<Option<bool>>)>) {
-        let rec = self.channels().into_iter().find(|c| c.local == local);
+        let rec = self.channel(local);
         let conn = rec.as_ref().and_then(|rec| {
             rec.members
                 .iter()
@@ -1301,17 +1257,18 @@ impl Inner {
                 for (h, tx) in pending.by_ref() {
                     let body = read_frame_bytes(&mut recv).await?;
                     let reply = body.as_deref().map(decode::<ChunkReplyRef>).transpose()?;
-                    let ok = match reply {
-                        Some(ChunkReplyRef::Found(b)) if *blake3::hash(b).as_bytes() == h => {
+                    if let Some(ChunkReplyRef::Found(b)) = reply {
+                        if *blake3::hash(b).as_bytes() == h {
                             self.count(local, b.len(), 0);
                             // A write into the page cache: brief enough to
                             // stay on this task (no thread hand-off per chunk).
-                            self.store.put_chunk(&h, b).is_ok()
+                            if let Err(e) = self.store.put_chunk(&h, b) {
+                                tracing::error!("storing a fetched chunk: {e}");
+                            }
                         }
-                        _ => false,
-                    };
-                    let _ = tx.send(Some(ok));
-                    lock(&self.inflight).remove(&h);
+                    }
+                    // Stored or not: whoever waits for it knows at once.
+                    self.settle([(h, tx)]);
                 }
                 anyhow::Ok(())
             };
@@ -1320,15 +1277,12 @@ impl Inner {
                 tracing::debug!("chunk group request: {e}");
             }
         }
-        for (h, tx) in pending {
-            let _ = tx.send(Some(false));
-            lock(&self.inflight).remove(&h);
-        }
+        self.settle(pending);
     }
 
     async fn fetch_now(&self, local: u32, hash: Hash) -> bool {
         let deadline = Instant::now() + self.fetch_timeout;
-        let Some(rec) = self.channels().into_iter().find(|c| c.local == local) else {
+        let Some(rec) = self.channel(local) else {
             return false;
         };
         loop {
@@ -1386,7 +1340,8 @@ impl Inner {
         hash: Hash,
     ) -> anyhow::Result<Option<Vec<u8>>> {
         let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, &Open::Chunk { channel, hash }).await?;
+        let hashes = vec![hash];
+        write_frame(&mut send, &Open::Chunks { channel, hashes }).await?;
         send.finish()?;
         match read_frame::<_, ChunkReply>(&mut recv).await? {
             Some(ChunkReply::Found(b)) => Ok(Some(b)),

@@ -132,8 +132,6 @@ pub enum Mut {
     Journal(u32, u64, Op),
     /// Append a verified entry of another author (channel, author, seq).
     Remote(u32, [u8; 32], u64, SignedEntry),
-    /// Replace a channel's record (membership changed).
-    Channel(ChannelRec),
     /// Put (`Some`) or delete the tombstone of a removed file.
     Tomb(u32, [u8; 16], Option<Vec<u8>>),
 }
@@ -256,7 +254,11 @@ impl Store {
         counters.journal.store(journal_len, Ordering::Relaxed);
         let seqs = vv
             .iter()
-            .map(|(c, v)| (*c, v.get(&node_id).copied().unwrap_or(0)))
+            .map(|(c, v)| {
+                let seq = v.get(&node_id).copied().unwrap_or(0);
+                let head = heads.get(&(*c, node_id)).copied().unwrap_or([0; 32]);
+                (*c, (seq, head))
+            })
             .collect();
         let (tx, rx) = mpsc::channel();
         let commits = tokio::sync::watch::Sender::new(0u64);
@@ -264,7 +266,6 @@ impl Store {
         let unsettled: Unsettled = Arc::default();
         let heads: Heads = Arc::new(Mutex::new(heads));
         let committer = Committer {
-            heads: heads.clone(),
             unsettled: unsettled.clone(),
             commits: commits.clone(),
             eager: eager.clone(),
@@ -328,7 +329,6 @@ impl Store {
             .vv
             .lock()
             .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
-        let before = vv.clone();
         for m in &batch {
             match m {
                 Mut::Manifest(h, bytes) => {
@@ -351,11 +351,9 @@ impl Store {
                 _ => {}
             }
         }
-        let r = self.send(Msg::Batch(batch));
-        if r.is_err() {
-            *vv = before;
-        }
-        r
+        // Sending fails only when the committer is gone: the store is
+        // closing and the vector no longer matters.
+        self.send(Msg::Batch(batch))
     }
 
     /// The version vector of channel `chan` (everything submitted).
@@ -541,20 +539,10 @@ impl Store {
 
     /// Loads a manifest by hash.
     pub fn load_manifest(&self, hash: &Hash) -> Result<Manifest, StoreError> {
-        if let Some(b) = self
-            .unsettled
-            .lock()
-            .ok()
-            .and_then(|u| u.get(hash).cloned())
-        {
-            return Ok(Manifest::from_bytes(&b)?);
-        }
-        let r = self.db.begin_read()?;
-        let t = r.open_table(MANIFESTS)?;
-        let v = t
-            .get(&hash[..])?
+        let bytes = self
+            .manifest_bytes(hash)?
             .ok_or_else(|| StoreError::Corrupt("manifest missing".into()))?;
-        Ok(Manifest::from_bytes(v.value())?)
+        Ok(Manifest::from_bytes(&bytes)?)
     }
 
     /// All channels.
@@ -673,7 +661,6 @@ impl Store {
 }
 
 struct Committer {
-    heads: Heads,
     unsettled: Unsettled,
     commits: tokio::sync::watch::Sender<u64>,
     eager: Arc<AtomicBool>,
@@ -682,7 +669,8 @@ struct Committer {
     rx: Receiver<Msg>,
     key: SigningKey,
     node_id: [u8; 32],
-    seqs: HashMap<u32, u64>,
+    /// This node's last seq and entry digest per channel.
+    seqs: HashMap<u32, (u64, Hash)>,
     channels: HashMap<u32, [u8; 16]>,
     counters: Arc<Counters>,
 }
@@ -733,7 +721,6 @@ impl Committer {
                 continue;
             }
             let saved = self.seqs.clone();
-            let saved_heads = self.heads.lock().map(|h| h.clone()).ok();
             let manifests: Vec<Hash> = batches
                 .iter()
                 .flatten()
@@ -752,9 +739,6 @@ impl Committer {
             }
             if res.is_err() {
                 self.seqs = saved;
-                if let (Some(old), Ok(mut h)) = (saved_heads, self.heads.lock()) {
-                    *h = old;
-                }
             }
             if let Err(e) = &res {
                 tracing::error!("store commit failed: {e}");
@@ -832,14 +816,8 @@ impl Committer {
                     Mut::Journal(_, 0, _) => {}
                     Mut::Journal(c, hlc, op) => {
                         let channel = self.channel_id(&w, c)?;
-                        let seq = self.seqs.entry(c).or_default();
+                        let (seq, head) = self.seqs.entry(c).or_insert((0, [0; 32]));
                         *seq += 1;
-                        let prev = self
-                            .heads
-                            .lock()
-                            .ok()
-                            .and_then(|h| h.get(&(c, self.node_id)).copied())
-                            .unwrap_or([0; 32]);
                         let entry = Entry {
                             version: 1,
                             channel,
@@ -847,13 +825,11 @@ impl Committer {
                             seq: *seq,
                             hlc,
                             op,
-                            prev,
+                            prev: *head,
                         };
                         let signed = SignedEntry::sign(&entry, &self.key)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        if let Ok(mut h) = self.heads.lock() {
-                            h.insert((c, self.node_id), signed.digest());
-                        }
+                        *head = signed.digest();
                         journal.insert(
                             (c, &self.node_id[..], *seq),
                             postcard::to_allocvec(&signed)?.as_slice(),
@@ -872,11 +848,6 @@ impl Committer {
                     }
                     Mut::Tomb(c, id, None) => {
                         w.open_table(TOMBS)?.remove((c, &id[..]))?;
-                    }
-                    Mut::Channel(rec) => {
-                        self.channels.insert(rec.local, rec.id);
-                        w.open_table(CHANNELS)?
-                            .insert(rec.local, postcard::to_allocvec(&rec)?.as_slice())?;
                     }
                 }
             }

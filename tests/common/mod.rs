@@ -69,23 +69,8 @@ impl Mounted {
 
     /// Like [`Mounted::new`], with extra `mount` arguments.
     pub fn with_args(extra: &[&str]) -> Mounted {
-        require_fuse();
-        let tmp = tempfile::Builder::new()
-            .prefix("chanfs-test")
-            .tempdir()
-            .unwrap();
-        let home = tmp.path().join("home");
-        let mnt = tmp.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        chanfs_ok(&home, &["init"]);
-        chanfs_ok(&home, &["channel", "create", "work"]);
-        let mut m = Mounted {
-            tmp,
-            home,
-            mnt,
-            channel: "work".into(),
-            pid: None,
-        };
+        let mut m = Mounted::initialized();
+        m.create_channel();
         m.mount(extra);
         m
     }
@@ -93,34 +78,12 @@ impl Mounted {
     /// A fresh home that joins `leader`'s channel with an invitation for
     /// `role` and mounts it. `config` lines are added to its config file.
     pub fn joined(leader: &Mounted, role: &str, config: &str) -> Mounted {
-        require_fuse();
-        let tmp = tempfile::Builder::new()
-            .prefix("chanfs-test")
-            .tempdir()
-            .unwrap();
-        let home = tmp.path().join("home");
-        let mnt = tmp.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        chanfs_ok(&home, &["init"]);
-        if !config.is_empty() {
-            let p = home.join("config.toml");
-            let mut c = std::fs::read_to_string(&p).unwrap();
-            c.push_str(config);
-            c.push('\n');
-            std::fs::write(&p, c).unwrap();
+        let mut m = Mounted::initialized();
+        for line in config.lines() {
+            let (key, value) = line.split_once('=').expect("config lines are key = value");
+            m.set_config(key.trim(), value.trim());
         }
-        let token = chanfs_ok(
-            &leader.home,
-            &["channel", "invite", &leader.channel, "--role", role],
-        );
-        chanfs_ok(&home, &["channel", "join", token.trim()]);
-        let mut m = Mounted {
-            tmp,
-            home,
-            mnt,
-            channel: leader.channel.clone(),
-            pid: None,
-        };
+        m.join(leader, role);
         m.mount(&[]);
         m
     }
@@ -331,7 +294,7 @@ impl Mounted {
             .expect("no listen line in config.toml")
     }
 
-    /// `chanfs channel create` of this guard's channel (starts the node).
+    /// `chanfs channel create` of this guard's channel.
     pub fn create_channel(&self) {
         chanfs_ok(&self.home, &["channel", "create", &self.channel]);
     }

@@ -88,6 +88,16 @@ impl Tree {
         self.ids.get(id).copied()
     }
 
+    fn node_of(&self, id: &FileId) -> Option<(u64, &Node)> {
+        let ino = self.ino_of(id)?;
+        Some((ino, self.nodes.get(&ino)?))
+    }
+
+    fn node_mut_of(&mut self, id: &FileId) -> Option<(u64, &mut Node)> {
+        let ino = self.ino_of(id)?;
+        Some((ino, self.nodes.get_mut(&ino)?))
+    }
+
     fn dir_ino(&self, id: &FileId) -> Option<u64> {
         self.ino_of(id)
             .filter(|i| self.nodes.get(i).is_some_and(|n| n.kind == NodeKind::Dir))
@@ -269,22 +279,28 @@ impl Tree {
             n.stale = true;
             return;
         }
+        let names = self.new_generation(ino);
+        fx.names.extend(names);
+    }
+
+    /// Gives file `ino` a new FUSE generation; returns its names, which
+    /// the kernel must forget so that the next lookup takes the new inode.
+    pub(super) fn new_generation(&mut self, ino: u64) -> Vec<(u64, Vec<u8>)> {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return Vec::new();
+        };
         n.gen += 1;
         let parent = n.parent;
-        let names: Vec<Vec<u8>> = self
-            .nodes
+        self.nodes
             .get(&parent)
             .map(|p| {
                 p.entries
                     .iter()
                     .filter(|(_, &i)| i == ino)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| (parent, k.clone()))
                     .collect()
             })
-            .unwrap_or_default();
-        for name in names {
-            fx.names.push((parent, name));
-        }
+            .unwrap_or_default()
     }
 
     fn insert_node(&mut self, ino: u64, n: Node, ch: &mut Changes) {
@@ -332,10 +348,7 @@ impl Tree {
                 name,
                 seen,
             } => {
-                let (Some(ino), Some(p)) = (self.ino_of(id), self.ino_of(parent)) else {
-                    return;
-                };
-                let Some(n) = self.nodes.get(&ino) else {
+                let (Some((ino, n)), Some(p)) = (self.node_of(id), self.ino_of(parent)) else {
                     return;
                 };
                 if (n.kind == NodeKind::File && n.content != *seen)
@@ -366,10 +379,7 @@ impl Tree {
                 old_parent,
                 old_name,
             } => {
-                let (Some(ino), Some(np)) = (self.ino_of(id), self.dir_ino(parent)) else {
-                    return;
-                };
-                let Some(n) = self.nodes.get(&ino) else {
+                let (Some((ino, n)), Some(np)) = (self.node_of(id), self.dir_ino(parent)) else {
                     return;
                 };
                 let is_dir = n.kind == NodeKind::Dir;
@@ -414,8 +424,7 @@ impl Tree {
                 self.place(p, name, ino, t, ch, fx);
             }
             Op::SetAttr { id, attr } => {
-                let Some(ino) = self.ino_of(id) else { return };
-                let Some(n) = self.nodes.get_mut(&ino) else {
+                let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
                 // Owners are local: a uid on another machine means nothing here.
@@ -445,7 +454,7 @@ impl Tree {
             } => {
                 let Some(ino) = self.ino_of(id).or_else(|| {
                     // Removed here while it was edited there: the edit wins.
-                    self.resurrect(id, replaces, e.hlc, t, ch, fx)
+                    self.resurrect(id, replaces, t, ch, fx)
                 }) else {
                     return;
                 };
@@ -468,8 +477,7 @@ impl Tree {
                 }
             }
             Op::Xattr { id, name, value } => {
-                let Some(ino) = self.ino_of(id) else { return };
-                let Some(n) = self.nodes.get_mut(&ino) else {
+                let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
                 match value {
@@ -490,7 +498,6 @@ impl Tree {
         &mut self,
         id: &FileId,
         replaces: &Option<Hash>,
-        _hlc: u64,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
