@@ -71,7 +71,11 @@ pub struct Node {
     /// Stamp of the current content version: hybrid clock and author
     /// prefix of the entry that set it (content conflicts: the newer wins
     /// the name, the other is kept beside it).
-    pub vstamp: (u64, [u8; 8]),
+    pub vstamp: Stamp,
+    /// Last-writer-wins stamps of the other replicated fields (stored
+    /// after the node: see [`Stored`]).
+    #[serde(skip)]
+    pub stamps: Stamps,
     /// Entries of a directory.
     #[serde(skip)]
     pub entries: BTreeMap<Vec<u8>, u64>,
@@ -89,21 +93,58 @@ pub struct Node {
     pub stale: bool,
 }
 
+/// (hybrid clock, author prefix) of the entry that set a field: the
+/// larger stamp wins, on every node alike.
+pub type Stamp = (u64, [u8; 8]);
+
+/// Last-writer-wins stamps of a node's replicated fields. Concurrent
+/// changes of one field made on different nodes then settle on the same
+/// value everywhere, whatever order they arrive in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stamps {
+    /// Mode bits.
+    pub mode: Stamp,
+    /// Access time set explicitly (`touch`, `utimens`).
+    pub atime: Stamp,
+    /// Modification time set explicitly (a content version also sets it:
+    /// the newer of the two stamps wins).
+    pub mtime: Stamp,
+    /// Parent and name: the create or the last move applied.
+    pub place: Stamp,
+    /// Where the node was before that move (parent inode, name, stamp):
+    /// an older move that crosses it puts it back there.
+    pub prev: Option<(u64, Vec<u8>, Stamp)>,
+    /// Extended attributes set or removed, by key.
+    pub xattrs: BTreeMap<Vec<u8>, Stamp>,
+}
+
+/// The stored form of a node. V1 records (before stamps) load with zero
+/// stamps, which any change beats.
 #[derive(Deserialize)]
 enum Stored {
     V1(Node),
+    V2(Node, Stamps),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
 /// node (a directory's entries are skipped, not copied).
 #[derive(Serialize)]
 enum StoredRef<'a> {
+    /// Only decoded, never written: it holds V2's tag in place.
+    #[allow(dead_code)]
     V1(&'a Node),
+    V2(&'a Node, &'a Stamps),
 }
 
 impl Node {
+    /// Records a move made at `stamp` from `from`/`name`.
+    fn moved(&mut self, from: u64, name: &[u8], stamp: Stamp) {
+        let was = std::mem::replace(&mut self.stamps.place, stamp);
+        self.stamps.prev = Some((from, name.to_vec(), was));
+    }
+
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&StoredRef::V1(self)).unwrap_or_default()
+        postcard::to_allocvec(&StoredRef::V2(self, &self.stamps)).unwrap_or_default()
     }
 }
 
@@ -193,7 +234,13 @@ impl Tree {
                 }
                 continue;
             }
-            let Stored::V1(n) = postcard::from_bytes(&bytes)?;
+            let n = match postcard::from_bytes(&bytes)? {
+                Stored::V1(n) => n,
+                Stored::V2(mut n, st) => {
+                    n.stamps = st;
+                    n
+                }
+            };
             next_ino = next_ino.max(ino + 1);
             nodes.insert(ino, n);
         }
@@ -240,6 +287,7 @@ impl Tree {
                 parent: ROOT,
                 born: 0,
                 vstamp: (0, [0; 8]),
+                stamps: Stamps::default(),
                 entries: BTreeMap::new(),
                 manifest: None,
                 gen: 0,
@@ -389,6 +437,10 @@ impl Tree {
             parent,
             born: hlc,
             vstamp: (hlc, self.id_prefix),
+            stamps: Stamps {
+                place: (hlc, self.id_prefix),
+                ..Stamps::default()
+            },
             entries: BTreeMap::new(),
             manifest: None,
             gen: 0,
@@ -432,9 +484,31 @@ impl Tree {
             .is_some_and(|n| n.nlink == 0 && self.open_count.get(&ino).copied().unwrap_or(0) == 0);
         if free {
             self.drop_node(ino, ch);
-        } else {
-            self.persist(ino, ch);
+            return;
         }
+        // A hard-linked file that lost the name in its parent: another
+        // directory holding one of its names becomes the parent (the one
+        // with the smallest id, the same on every node).
+        let lost = self.nodes.get(&ino).is_some_and(|n| {
+            n.nlink > 0
+                && n.kind != NodeKind::Dir
+                && self
+                    .nodes
+                    .get(&n.parent)
+                    .is_none_or(|p| !p.entries.values().any(|&i| i == ino))
+        });
+        if lost {
+            let holder = self
+                .nodes
+                .iter()
+                .filter(|(_, d)| d.kind == NodeKind::Dir && d.entries.values().any(|&i| i == ino))
+                .min_by_key(|(_, d)| d.id)
+                .map(|(&i, _)| i);
+            if let (Some(h), Some(n)) = (holder, self.nodes.get_mut(&ino)) {
+                n.parent = h;
+            }
+        }
+        self.persist(ino, ch);
     }
 
     /// Keeps a tombstone for file `ino` when its last name (`name` in
@@ -649,10 +723,15 @@ impl Tree {
                     p.nlink += 1;
                 }
             }
-            for (ino, par) in [(src, newparent), (dst, parent)] {
+            let stamp = self.stamp(hlc);
+            for (ino, par, from, was) in [
+                (src, newparent, parent, name),
+                (dst, parent, newparent, newname),
+            ] {
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
                     n.parent = par;
+                    n.moved(from, was, stamp);
                 }
                 self.persist(ino, ch);
             }
@@ -729,9 +808,11 @@ impl Tree {
                 p.nlink += 1;
             }
         }
+        let stamp = self.stamp(hlc);
         if let Some(n) = self.nodes.get_mut(&src) {
             n.ctime = t;
             n.parent = newparent;
+            n.moved(parent, name, stamp);
         }
         self.persist(src, ch);
         self.touch_dir(parent, t, ch);
@@ -803,9 +884,17 @@ impl Tree {
     /// Changes mode, owner and times.
     pub fn set_attr(&mut self, ino: u64, a: &AttrChange, hlc: u64, ch: &mut Changes) -> R<()> {
         let t = now_ns();
+        let stamp = self.stamp(hlc);
         let n = self.get_mut(ino)?;
         if let Some(m) = a.mode {
             n.perm = m & 0o7777;
+            n.stamps.mode = stamp;
+        }
+        if a.atime.is_some() {
+            n.stamps.atime = stamp;
+        }
+        if a.mtime.is_some() {
+            n.stamps.mtime = stamp;
         }
         if let Some(u) = a.uid {
             n.uid = u;
@@ -842,6 +931,7 @@ impl Tree {
         hlc: u64,
         ch: &mut Changes,
     ) -> R<()> {
+        let prefix = self.id_prefix;
         let n = self.get_mut(ino)?;
         let exists = n.xattrs.contains_key(name);
         if flags & libc::XATTR_CREATE != 0 && exists {
@@ -854,6 +944,7 @@ impl Tree {
             Some(v) => n.xattrs.insert(name.to_vec(), v.clone()),
             None => n.xattrs.remove(name),
         };
+        n.stamps.xattrs.insert(name.to_vec(), (hlc, prefix));
         n.ctime = now_ns();
         let id = n.id;
         self.persist(ino, ch);

@@ -9,14 +9,20 @@
 //!   copy whose id derives from both, so every node makes the same copy;
 //! - edit beats delete: a remove that did not see the file's current
 //!   content, or a directory that still has children, leaves it in place;
-//! - a move that would put a directory inside itself is not applied.
+//! - concurrent changes of one field (mode, times, one xattr, the place
+//!   of a node) settle by last writer wins: the larger (clock, author)
+//!   stamp, whatever the order of arrival;
+//! - two moves that cross (each puts one directory inside the other) keep
+//!   the older one: a newer move that stands in the way is undone (the
+//!   directory goes back where it was), so no cycle forms and every node
+//!   ends with the same tree.
 
 use std::collections::BTreeMap;
 
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
 
-use super::{Changes, Node, Tree, ROOT};
+use super::{Changes, Node, Stamp, Stamps, Tree, ROOT};
 
 /// What the kernel must forget after remote changes: names and inodes.
 #[derive(Debug, Default)]
@@ -257,6 +263,10 @@ impl Tree {
             parent,
             born,
             vstamp: (born, id_prefix(&id)),
+            stamps: Stamps {
+                place: (born, id_prefix(&id)),
+                ..Stamps::default()
+            },
             entries: BTreeMap::new(),
             manifest: None,
             gen: 0,
@@ -379,13 +389,21 @@ impl Tree {
                 old_parent,
                 old_name,
             } => {
+                let stamp = (e.hlc, author);
                 let (Some((ino, n)), Some(np)) = (self.node_of(id), self.dir_ino(parent)) else {
                     return;
                 };
-                let is_dir = n.kind == NodeKind::Dir;
-                if is_dir && self.is_ancestor(ino, np) {
+                if stamp <= n.stamps.place {
+                    // A newer move placed it already.
                     return;
                 }
+                let is_dir = n.kind == NodeKind::Dir;
+                if is_dir && !self.uncross(ino, np, stamp, t, ch, fx) {
+                    return;
+                }
+                let Some(n) = self.nodes.get(&ino) else {
+                    return;
+                };
                 let from = if is_dir {
                     Some(n.parent)
                 } else {
@@ -399,8 +417,20 @@ impl Tree {
                     return;
                 }
                 self.unlink_name(from, &cur, t, ch, fx);
+                if self.name_in(np, ino, name).as_deref() == Some(name.as_slice()) {
+                    // Renamed onto another of its own names: one name less.
+                    if let Some(n) = self.nodes.get_mut(&ino) {
+                        n.nlink = n.nlink.saturating_sub(1);
+                        n.ctime = t;
+                        n.parent = np;
+                    }
+                    self.persist(ino, ch);
+                    fx.inodes.push(ino);
+                    return;
+                }
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
+                    n.moved(from, &cur, stamp);
                 }
                 self.persist(ino, ch);
                 self.place(np, name, ino, t, ch, fx);
@@ -424,19 +454,27 @@ impl Tree {
                 self.place(p, name, ino, t, ch, fx);
             }
             Op::SetAttr { id, attr } => {
+                let stamp = (e.hlc, author);
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
                 // Owners are local: a uid on another machine means nothing here.
-                if let Some(m) = attr.mode {
+                if let Some(m) = attr.mode.filter(|_| stamp > n.stamps.mode) {
                     n.perm = m & 0o7777;
+                    n.stamps.mode = stamp;
                 }
-                if let Some(x) = attr.atime {
+                if let Some(x) = attr.atime.filter(|_| stamp > n.stamps.atime) {
                     n.atime = x;
+                    n.stamps.atime = stamp;
                 }
-                let times = attr.mtime.is_some();
-                if let Some(x) = attr.mtime {
+                // A content version sets the time too: the newer of the two.
+                let mtime = attr
+                    .mtime
+                    .filter(|_| stamp > n.stamps.mtime && stamp > n.vstamp);
+                let times = mtime.is_some();
+                if let Some(x) = mtime {
                     n.mtime = x;
+                    n.stamps.mtime = stamp;
                 }
                 n.ctime = t;
                 self.persist(ino, ch);
@@ -477,9 +515,14 @@ impl Tree {
                 }
             }
             Op::Xattr { id, name, value } => {
+                let stamp = (e.hlc, author);
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
+                if n.stamps.xattrs.get(name).is_some_and(|&s| s >= stamp) {
+                    return;
+                }
+                n.stamps.xattrs.insert(name.clone(), stamp);
                 match value {
                     Some(v) => n.xattrs.insert(name.clone(), v.clone()),
                     None => n.xattrs.remove(name),
@@ -490,6 +533,64 @@ impl Tree {
             }
             Op::Membership(_) => {}
         }
+    }
+
+    /// Before directory `ino` moves into `np`: when `ino` is an ancestor of
+    /// `np` (the moves cross), the newest move on the path between them
+    /// is undone while it is newer than `stamp`, putting that directory
+    /// back where it was (Kleppmann's undo; its redo would form a cycle
+    /// and is skipped). Returns false when the incoming move is the newer
+    /// one and must be skipped itself.
+    fn uncross(
+        &mut self,
+        ino: u64,
+        np: u64,
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> bool {
+        while self.is_ancestor(ino, np) {
+            let mut newest: Option<(Stamp, u64)> = None;
+            let mut at = np;
+            while at != ino && at != ROOT {
+                let Some(n) = self.nodes.get(&at) else {
+                    return false;
+                };
+                if newest.is_none_or(|(s, _)| n.stamps.place > s) {
+                    newest = Some((n.stamps.place, at));
+                }
+                at = n.parent;
+            }
+            let Some((s, a)) = newest.filter(|(s, _)| *s > stamp) else {
+                return false;
+            };
+            let Some(n) = self.nodes.get(&a) else {
+                return false;
+            };
+            let Some((back, was, prev)) = n.stamps.prev.clone() else {
+                return false;
+            };
+            let cur_parent = n.parent;
+            let back_ok = self
+                .nodes
+                .get(&back)
+                .is_some_and(|b| b.kind == NodeKind::Dir)
+                && !self.is_ancestor(a, back);
+            let Some(cur) = self.name_in(cur_parent, a, b"").filter(|_| back_ok) else {
+                return false;
+            };
+            tracing::debug!(undone = ?s, "crossing move undone");
+            self.unlink_name(cur_parent, &cur, t, ch, fx);
+            if let Some(n) = self.nodes.get_mut(&a) {
+                n.stamps.place = prev;
+                n.stamps.prev = None;
+                n.ctime = t;
+            }
+            self.persist(a, ch);
+            self.place(back, &was, a, t, ch, fx);
+        }
+        true
     }
 
     /// Brings back file `id` removed here, when an edit of the version it
@@ -524,7 +625,9 @@ impl Tree {
             n.content = v.manifest;
             n.manifest = None;
             n.size = v.size;
-            n.mtime = v.mtime;
+            if v.stamp > n.stamps.mtime {
+                n.mtime = v.mtime;
+            }
             n.ctime = t;
             n.vstamp = v.stamp;
         }

@@ -171,6 +171,13 @@ impl SimNode {
         let hlc = self.hlc.now();
         let mut ch = self.tree.changes();
         let r = f(&mut self.tree, hlc, &mut ch)?;
+        intact(&self.tree, || {
+            let ops = ch.muts.iter().filter_map(|m| match m {
+                Mut::Journal(_, _, op) => Some(op),
+                _ => None,
+            });
+            format!("local {:?}", ops.collect::<Vec<_>>())
+        });
         self.commit(ch);
         Ok(r)
     }
@@ -241,6 +248,7 @@ impl SimNode {
         let mut ch = self.tree.changes();
         let mut fx = Effects::default();
         self.tree.apply(e, &mut ch, &mut fx);
+        intact(&self.tree, || format!("applying {:?}", e.op));
         let signed = SignedEntry {
             entry: postcard::to_allocvec(e).expect("encode entry"),
             sig: Vec::new(),
@@ -263,16 +271,6 @@ impl SimNode {
     fn at(&self, path: &str) -> u64 {
         self.find(path)
             .unwrap_or_else(|| panic!("{path} not found on node"))
-    }
-
-    /// Names in directory `path`.
-    fn names(&self, path: &str) -> Vec<String> {
-        let d = self.at(path);
-        self.tree.nodes[&d]
-            .entries
-            .keys()
-            .map(|k| show(k))
-            .collect()
     }
 
     /// Content bytes' hash of the file at `path`.
@@ -391,6 +389,20 @@ fn snapshot(t: &Tree) -> Vec<Item> {
     assert_eq!(t.ids.len(), t.nodes.len(), "id index size");
     out.sort();
     out
+}
+
+/// Checks the tree's invariants (see [`snapshot`]) after one change,
+/// naming the change when they fail.
+fn intact(t: &Tree, what: impl FnOnce() -> String) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot(t)));
+    if let Err(e) = r {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        panic!("tree broken by {}: {msg}", what());
+    }
 }
 
 fn render(s: &[Item]) -> String {
@@ -649,13 +661,6 @@ impl Sim {
             );
         }
         first
-    }
-
-    /// Checks invariants on every node without asking for convergence;
-    /// returns whether all nodes show the same tree.
-    fn same_everywhere(&self) -> bool {
-        let first = snapshot(&self.nodes[0].tree);
-        self.nodes.iter().all(|n| snapshot(&n.tree) == first)
     }
 }
 
@@ -1004,42 +1009,103 @@ fn crossed_directory_moves_make_no_cycle() {
     }
 }
 
-/// The same crossed moves must also converge.
+/// The same crossed moves must also converge: the older move stays, the
+/// newer is undone wherever it was applied first.
 #[test]
-#[ignore = "known gap: a cycle-forming move is skipped on arrival, so each \
-            node keeps whichever of the two moves it applied first (node 0 \
-            shows /y/x, node 1 /x/y); convergence needs Kleppmann's \
-            undo-redo in timestamp order (see report)"]
 fn crossed_directory_moves_converge() {
-    for seed in SEEDS {
+    for (seed, causal) in runs() {
         let mut s = Sim::new(3, seed);
+        s.causal = causal;
         s.create(0, "/", "x", NodeKind::Dir);
         s.create(0, "/", "y", NodeKind::Dir);
+        s.create(0, "/x", "in-x", NodeKind::File);
         s.heal();
         s.rename(0, "/x", "/y/x");
         s.rename(1, "/y", "/x/y");
         s.heal();
-        s.converged();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["y"], "seed {seed}");
+        assert_eq!(names_in(&snap, "/y/x"), ["in-x"], "seed {seed}");
     }
 }
 
-/// Tells whether the crossed moves converge, without failing: a record
-/// of the gap that `crossed_directory_moves_converge` shows.
+/// Three directories moved into each other in a ring, one move per node
+/// while apart: no cycle, the same tree everywhere.
 #[test]
-fn crossed_directory_moves_diverge_today() {
-    let mut s = Sim::new(2, 1);
-    s.create(0, "/", "x", NodeKind::Dir);
-    s.create(0, "/", "y", NodeKind::Dir);
-    s.heal();
-    s.rename(0, "/x", "/y/x");
-    s.rename(1, "/y", "/x/y");
-    s.heal();
-    assert!(
-        !s.same_everywhere(),
-        "crossed moves converge now: un-ignore crossed_directory_moves_converge"
-    );
-    assert_eq!(s.node(0).names("/y"), ["x"]);
-    assert_eq!(s.node(1).names("/x"), ["y"]);
+fn ring_of_directory_moves_converges() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        for d in ["a", "b", "c"] {
+            s.create(0, "/", d, NodeKind::Dir);
+        }
+        s.heal();
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.rename(0, "/a", "/b/a");
+        s.rename(1, "/b", "/c/b");
+        s.rename(2, "/c", "/a/c");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(snap.len(), 3, "seed {seed}: {}", render(&snap));
+    }
+}
+
+/// Two nodes change one file's mode, times, an xattr and its place while
+/// apart; the later change of each wins on every node, whatever order
+/// the entries arrive in.
+#[test]
+fn concurrent_changes_of_one_node_settle_by_last_writer() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "f.txt", NodeKind::File);
+        s.create(0, "/", "d", NodeKind::Dir);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        // Node 1 acts later (its clock is ahead), except for the xattr
+        // `user.early`, which node 0 sets last.
+        let later = s.nodes[0].hlc.now() + 1_000_000;
+        s.nodes[1].hlc.observe(later);
+        let attr = |mode: u32, mtime: i64| AttrChange {
+            mode: Some(mode),
+            mtime: Some(mtime),
+            ..AttrChange::default()
+        };
+        let set = |s: &mut Sim, i: usize, a: AttrChange, k: &str, v: &str| {
+            let ino = s.nodes[i].find("/f.txt").expect("f.txt");
+            s.op(i, |t, h, ch| t.set_attr(ino, &a, h, ch)).unwrap();
+            let (k, v) = (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
+            s.op(i, |t, h, ch| t.set_xattr(ino, &k, v, 0, h, ch))
+                .unwrap();
+        };
+        set(&mut s, 0, attr(0o600, 1_000), "user.k", "zero");
+        s.rename(0, "/f.txt", "/g.txt");
+        set(&mut s, 1, attr(0o640, 2_000), "user.k", "one");
+        s.rename(1, "/f.txt", "/d/h.txt");
+        let ino = s.nodes[0].find("/g.txt").expect("g.txt");
+        s.nodes[0].hlc.observe(later + 1_000_000);
+        let (k, v) = (b"user.early".to_vec(), Some(b"zero".to_vec()));
+        s.op(0, |t, h, ch| t.set_xattr(ino, &k, v, 0, h, ch))
+            .unwrap();
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["d"], "seed {seed}");
+        let f = item(&snap, "/d/h.txt");
+        assert_eq!(f.perm, 0o640, "seed {seed}");
+        for n in &s.nodes {
+            let ino = n.find("/d/h.txt").expect("h.txt");
+            assert_eq!(n.tree.nodes[&ino].mtime, 2_000, "seed {seed}");
+        }
+        assert_eq!(
+            f.xattrs,
+            [
+                (b"user.early".to_vec(), b"zero".to_vec()),
+                (b"user.k".to_vec(), b"one".to_vec())
+            ],
+            "seed {seed}"
+        );
+    }
 }
 
 /// One random local operation on node `i`. Operations that fail (a name
@@ -1249,12 +1315,11 @@ fn random_workload(causal: bool) {
 /// edits, some committed over remote versions), removes, renames and
 /// directory moves, renames that replace their target.
 #[test]
-#[ignore = "known gaps (see report): concurrent SetAttr/Xattr/Move of one \
-            node apply in arrival order (no last-writer-wins); a name freed \
-            by a remove or move is not handed back to the node shown under \
-            its conflict name; conflict copies land where the file is when \
-            the conflict is met and their names can collide (~2); version \
-            chains; edit vs delete on the deleter; crossed moves"]
+#[ignore = "known gaps (see report): a name freed by a remove or move is \
+            not handed back to the node shown under its conflict name; \
+            conflict copies land where the file is when the conflict is met \
+            and their names can collide (~2); version chains; edit vs \
+            delete on the deleter; a remove of a name moved concurrently"]
 fn random_workload_with_every_operation_converges() {
     let ops = Ops {
         shared_edits: true,
