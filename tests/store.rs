@@ -80,3 +80,42 @@ fn status_counts_files_and_journal_entries() {
     // 10 creates + 10 contents + mkdir + rename + remove.
     assert!(entries >= 23, "{entries} journal entries");
 }
+
+/// A big new file whose writes come out of order and with a rewrite of
+/// bytes already written (so partly cut while written, partly at close)
+/// reads back byte for byte, also after a remount, and is stored once.
+#[test]
+fn big_file_written_out_of_order_reads_back() {
+    let mut m = Mounted::new();
+    let size = 40 << 20;
+    let mut expect = random_bytes(size, 11);
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.p("out-of-order"))
+        .unwrap();
+    let mib = 1 << 20;
+    let order: Vec<usize> = (0..12).chain([13, 12]).chain(14..40).collect();
+    for i in order {
+        f.write_all_at(&expect[i * mib..(i + 1) * mib], (i * mib) as u64)
+            .unwrap();
+        if i == 20 {
+            // Rewrite bytes written (and maybe cut) before.
+            let patch = random_bytes(10_000, 12);
+            expect[mib + 77..mib + 77 + patch.len()].copy_from_slice(&patch);
+            f.write_all_at(&patch, (mib + 77) as u64).unwrap();
+        }
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(fs::read(m.p("out-of-order")).unwrap() == expect);
+    let s = stored(&m);
+    assert!(
+        s <= (size + (2 << 20)) as u64,
+        "stored {s} bytes for {size}"
+    );
+    m.unmount();
+    m.mount(&[]);
+    assert!(fs::read(m.p("out-of-order")).unwrap() == expect);
+}

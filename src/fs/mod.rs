@@ -6,6 +6,7 @@
 //! network.
 
 pub mod staging;
+mod stream;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::store::manifest::Manifest;
 use crate::store::ranges::RangeSet;
 use crate::store::{Hash, Mut, Store, StoreError};
 use staging::Staging;
+use stream::Streamer;
 use tree::{Node, Tree, R};
 
 /// How long the kernel may cache names and attributes.
@@ -45,6 +47,24 @@ struct Content {
     size: u64,
     opens: u32,
     changed: bool,
+    /// A new file written front to back: its bytes are being cut as they
+    /// come (see [`stream`]).
+    stream: Option<Streamer>,
+    /// End of the bytes handed to `stream`.
+    fed: u64,
+    /// Writes `stream` did not see (not at its end): cut again at commit.
+    late: RangeSet,
+    /// `base` holds data (not only holes): writes are not streamed.
+    base_data: bool,
+}
+
+/// A new file is cut while written once this many bytes arrived in order
+/// (smaller files are cut at close in one go).
+const STREAM_FROM: u64 = 8 << 20;
+
+/// True when a version holds data, not only holes.
+fn has_data(m: &Manifest) -> bool {
+    m.extents().iter().any(|x| x.hash.is_some())
 }
 
 /// Gets chunks this node lacks from the channel's other members (the node
@@ -304,6 +324,7 @@ impl ChanFs {
                                 }
                             },
                         };
+                        g.base_data = has_data(&g.base);
                     }
                 }
             }
@@ -380,6 +401,7 @@ impl ChanFs {
             }
         };
         let c = Arc::new(Mutex::new(Content {
+            base_data: has_data(&base),
             base,
             base_hash: hash,
             dirty: RangeSet::new(),
@@ -387,6 +409,9 @@ impl ChanFs {
             size,
             opens: u32::from(open),
             changed: false,
+            stream: None,
+            fed: 0,
+            late: RangeSet::new(),
         }));
         map.insert(ino, c.clone());
         Ok(c)
@@ -404,7 +429,22 @@ impl ChanFs {
             "commit content"
         );
         let io = self.io(Some(&c.staging), &c.base);
-        let m = chunker::materialize(&c.base, &c.dirty, c.size, &io).map_err(|e| io_errno(&e))?;
+        let streamed = c.stream.take().and_then(|s| s.finish().ok());
+        let m = match streamed {
+            // The cut prefix is the base; what came after it, and the
+            // writes the stream did not see, are cut now.
+            Some(pre) => {
+                tracing::debug!(ino, cut = pre.len(), late = c.late.total(), "streamed");
+                let mut dirty = std::mem::take(&mut c.late);
+                dirty.truncate(c.size);
+                dirty.insert(pre.len(), c.size);
+                chunker::materialize(&pre, &dirty, c.size, &io)
+            }
+            None => chunker::materialize(&c.base, &c.dirty, c.size, &io),
+        }
+        .map_err(|e| io_errno(&e))?;
+        c.fed = 0;
+        c.late = RangeSet::new();
         let hash = if m.is_empty() { None } else { Some(m.hash()) };
         let mut muts = Vec::new();
         if let Some(h) = hash {
@@ -461,6 +501,7 @@ impl ChanFs {
             }
             self.submit(ch.into_muts())?;
         }
+        c.base_data = has_data(&m);
         c.base = m;
         c.base_hash = hash;
         c.dirty = RangeSet::new();
@@ -488,6 +529,7 @@ impl ChanFs {
         c.dirty.insert(off, end);
         c.size = c.size.max(end);
         c.changed = true;
+        self.feed(c, off, data);
         let mut t = lock(&self.tree);
         if let Ok(n) = t.get_mut(ino) {
             n.size = c.size;
@@ -498,14 +540,82 @@ impl ChanFs {
         Ok(())
     }
 
+    /// Hands bytes written in order to the file's stream, starting one
+    /// when a new file has grown far enough front to back.
+    fn feed(&self, c: &mut Content, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        if c.stream.is_some() {
+            if off < c.fed {
+                c.late.insert(off, end.min(c.fed));
+            }
+            let ok = if off == c.fed {
+                c.fed = end;
+                c.stream.as_ref().is_some_and(|s| s.push(data))
+            } else {
+                true
+            };
+            // Writes that came early (the kernel sends them from several
+            // threads) follow once the gap before them is filled.
+            if !ok || !self.feed_staged(c) {
+                tracing::debug!(off, "stream stopped");
+                c.stream = None;
+            }
+            return;
+        }
+        // Only a new (or all-hole) file whose bytes came in order from 0.
+        let from_start = |c: &Content| {
+            c.dirty
+                .first_ending_after(0)
+                .is_some_and(|(s, e)| s == 0 && e >= STREAM_FROM)
+        };
+        if c.fed > 0 || end < STREAM_FROM || c.base_data || !from_start(c) {
+            return;
+        }
+        let Ok(s) = Streamer::start(self.store.clone()) else {
+            return;
+        };
+        tracing::debug!(end, "stream starts");
+        c.stream = Some(s);
+        c.fed = 0;
+        if !self.feed_staged(c) {
+            c.stream = None;
+        }
+    }
+
+    /// Hands the staged bytes from `c.fed` to the end of the dirty range
+    /// holding it to the stream. False when the stream stopped.
+    fn feed_staged(&self, c: &mut Content) -> bool {
+        let Some(s) = &c.stream else {
+            return false;
+        };
+        let Some((_, e)) = c.dirty.first_ending_after(c.fed).filter(|r| r.0 <= c.fed) else {
+            return true;
+        };
+        let mut buf = vec![0u8; (e - c.fed).min(1 << 20) as usize];
+        while c.fed < e {
+            let n = (e - c.fed).min(buf.len() as u64) as usize;
+            if c.staging.read(c.fed, &mut buf[..n]).is_err() || !s.push(&buf[..n]) {
+                return false;
+            }
+            c.fed += n as u64;
+        }
+        true
+    }
+
     fn truncate(&self, ino: u64, c: &mut Content, n: u64) -> R<()> {
         if n > MAX_FILE_SIZE {
             return Err(libc::EFBIG);
+        }
+        // Cut bytes past the new end would be wrong: cut it all at commit.
+        if n < c.fed {
+            c.stream = None;
+            c.late = RangeSet::new();
         }
         if n < c.base.len() {
             let base0 = c.base.clone();
             let io = self.io(None, &base0);
             let (base, tail) = chunker::truncate_base(&c.base, n, &io).map_err(|e| io_errno(&e))?;
+            c.base_data = has_data(&base);
             c.base = Arc::new(base);
             c.dirty.truncate(n);
             if let Some((off, bytes)) = tail {

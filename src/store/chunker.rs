@@ -19,6 +19,8 @@ pub const AVG_CHUNK: u32 = 64 * 1024;
 pub const MAX_CHUNK: u32 = 256 * 1024;
 /// Bytes read per step while re-chunking.
 const BLOCK: u64 = 8 << 20;
+/// Dirty ranges in one read above which it reads everything at once.
+const SCATTERED: usize = 8;
 /// Old chunks past the last dirty byte that may be re-cut to realign.
 const MAX_EXTRA: u32 = 8;
 
@@ -49,8 +51,22 @@ pub fn read_overlay(
     io: &dyn ChunkIo,
 ) -> io::Result<()> {
     let end = off + buf.len() as u64;
+    let ranges = dirty.clipped(off, end);
+    if ranges.len() > SCATTERED {
+        // Many small writes (random I/O): two large reads and copies beat
+        // two small reads per range.
+        read_base(base, off, buf, io)?;
+        let (lo, hi) = (ranges[0].0, ranges[ranges.len() - 1].1);
+        let mut staged = vec![0u8; (hi - lo) as usize];
+        io.read_dirty(lo, &mut staged)?;
+        for (s, e) in ranges {
+            buf[(s - off) as usize..(e - off) as usize]
+                .copy_from_slice(&staged[(s - lo) as usize..(e - lo) as usize]);
+        }
+        return Ok(());
+    }
     let mut p = off;
-    for (s, e) in dirty.clipped(off, end).into_iter().chain([(end, end)]) {
+    for (s, e) in ranges.into_iter().chain([(end, end)]) {
         read_base(
             base,
             p,
@@ -137,20 +153,26 @@ impl Stream<'_> {
     }
 }
 
-fn emit(out: &mut Manifest, data: &[u8], io: &dyn ChunkIo) -> io::Result<()> {
+/// The extent of one cut chunk: a hole when it is all zeros, else its
+/// hash, after `put` stored it.
+pub fn extent_of(
+    data: &[u8],
+    put: impl FnOnce(&Hash, &[u8]) -> io::Result<()>,
+) -> io::Result<Extent> {
+    let len = data.len() as u64;
     if data.iter().all(|&b| b == 0) {
-        out.push(Extent {
-            len: data.len() as u64,
-            hash: None,
-        });
-        return Ok(());
+        return Ok(Extent { len, hash: None });
     }
     let hash = *blake3::hash(data).as_bytes();
-    io.put_chunk(&hash, data)?;
-    out.push(Extent {
-        len: data.len() as u64,
+    put(&hash, data)?;
+    Ok(Extent {
+        len,
         hash: Some(hash),
-    });
+    })
+}
+
+fn emit(out: &mut Manifest, data: &[u8], io: &dyn ChunkIo) -> io::Result<()> {
+    out.push(extent_of(data, |h, d| io.put_chunk(h, d))?);
     Ok(())
 }
 

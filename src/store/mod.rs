@@ -185,7 +185,13 @@ pub struct Store {
     node_id: [u8; 32],
     public_key: [u8; 32],
     staging: PathBuf,
+    /// When free space was last asked for, and how much of it (above the
+    /// reserve) is not granted yet.
+    space: Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How long a free-space figure is trusted (see [`Store::check_space`]).
+const SPACE_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
@@ -297,6 +303,7 @@ impl Store {
             node_id,
             public_key: key_pub,
             staging,
+            space: Mutex::new(None),
         })
     }
 
@@ -473,7 +480,19 @@ impl Store {
     /// space kept free for metadata commits (5% of the filesystem, between
     /// 1 MiB and 256 MiB): data runs out before redb does, so the database
     /// never sees a full disk and the node keeps working once space is freed.
+    ///
+    /// The free space is asked of the filesystem at most every
+    /// [`SPACE_RECHECK`] while the bytes granted since stay within it (a
+    /// `statvfs` per 4 KiB write would cost more than the write), and
+    /// always before refusing.
     pub fn check_space(&self, extra: u64) -> std::io::Result<()> {
+        let mut b = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, left)) = *b {
+            if at.elapsed() < SPACE_RECHECK && left >= extra {
+                *b = Some((at, left - extra));
+                return Ok(());
+            }
+        }
         let Ok(s) = nix::sys::statvfs::statvfs(&self.staging) else {
             return Ok(());
         };
@@ -481,9 +500,12 @@ impl Store {
         let total = s.blocks() * frsize;
         let avail = s.blocks_available() * frsize;
         let reserve = (total / 20).clamp(1 << 20, 256 << 20);
-        if avail < reserve.saturating_add(extra) {
+        let left = avail.saturating_sub(reserve);
+        if left < extra {
+            *b = None;
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
+        *b = Some((std::time::Instant::now(), left - extra));
         Ok(())
     }
 
