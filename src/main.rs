@@ -19,6 +19,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let home = home::resolve(cli.home.clone());
     let logs_to_file = matches!(cli.command, Command::Node);
+    if matches!(
+        cli.command,
+        Command::Id
+            | Command::Status { .. }
+            | Command::Channel { .. }
+            | Command::Completions { .. }
+    ) {
+        default_sigpipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHANFS_LOG").unwrap_or_else(|_| {
@@ -34,6 +43,18 @@ fn main() -> ExitCode {
             eprintln!("chanfs: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Commands that print end quietly when their reader goes away (`chanfs
+/// status | head`), as other command-line tools do, instead of panicking
+/// on the broken pipe (Rust ignores SIGPIPE by default).
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: sets a signal disposition at startup, before any other
+    // thread exists; SIG_DFL needs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

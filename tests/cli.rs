@@ -194,3 +194,19 @@ fn shipped_completions_match_the_cli() {
         );
     }
 }
+
+/// A printing command whose reader went away (`chanfs … | head`) ends
+/// quietly, without a panic message.
+#[test]
+fn printing_into_a_closed_pipe_is_quiet() {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let o = Command::new(bin())
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::from(w))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.is_empty(), "stderr: {err}");
+    assert!(!o.status.success());
+}
