@@ -398,4 +398,23 @@ fn two_new_files_with_one_name_both_survive_and_edit_beats_delete() {
     assert!(same.iter().any(|(n, _)| n == "same.txt"));
     assert!(same.iter().any(|(_, c)| c == b"made on A"));
     assert!(same.iter().any(|(_, c)| c == b"made on B"));
+    // Removing the file that holds the name gives it back to the other,
+    // at once on B (the kernel forgets the old names too) and on A.
+    let (holder, other) = if same
+        .iter()
+        .any(|(n, c)| n == "same.txt" && c == b"made on A")
+    {
+        (b"made on A", b"made on B")
+    } else {
+        (b"made on B", b"made on A")
+    };
+    assert_eq!(std::fs::read(b.p("same.txt")).unwrap(), holder);
+    std::fs::remove_file(b.p("same.txt")).unwrap();
+    for (m, who) in [(&b, "B"), (&a, "A")] {
+        wait_for(10, &format!("the name back on {who}"), || {
+            let l = listing(m);
+            let s: Vec<_> = l.iter().filter(|(n, _)| n.starts_with("same")).collect();
+            (s.len() == 1 && s[0].0 == "same.txt" && s[0].1 == other).then_some(())
+        });
+    }
 }

@@ -360,6 +360,13 @@ impl ChanFs {
         let mut ch = t.changes();
         let r = f(&mut t, self.hlc.now(), &mut ch)?;
         self.submit(ch.into_muts())?;
+        let fx = t.take_deferred();
+        drop(t);
+        if let (Some(fx), Some(n)) = (fx, lock(&self.notifier).clone()) {
+            // Not from this request's thread: the kernel holds the
+            // directory until the reply, and the notice would wait for it.
+            std::thread::spawn(move || notify(&n, &fx));
+        }
         Ok(r)
     }
 

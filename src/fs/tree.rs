@@ -116,6 +116,9 @@ pub struct Stamps {
     pub prev: Option<(u64, Vec<u8>, Stamp)>,
     /// Extended attributes set or removed, by key.
     pub xattrs: BTreeMap<Vec<u8>, Stamp>,
+    /// The name it claims in its parent while an older node holds it (it
+    /// shows under a conflict name until that name is free again).
+    pub want: Option<Vec<u8>>,
 }
 
 /// The stored form of a node. V1 records (before stamps) load with zero
@@ -141,6 +144,7 @@ impl Node {
     fn moved(&mut self, from: u64, name: &[u8], stamp: Stamp) {
         let was = std::mem::replace(&mut self.stamps.place, stamp);
         self.stamps.prev = Some((from, name.to_vec(), was));
+        self.stamps.want = None;
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -158,6 +162,12 @@ pub struct Tree {
     tombs: HashMap<FileId, Tomb>,
     /// Files with open handles (kept while unlinked).
     pub open_count: HashMap<u64, u32>,
+    /// Nodes shown under a conflict name: inode to (parent, name claimed).
+    /// Entries go stale when the node moves or goes; checked on use.
+    wanting: HashMap<u64, (u64, Vec<u8>)>,
+    /// What local changes made the kernel's caches miss (a conflict-named
+    /// node took back its name): for [`Tree::take_deferred`].
+    deferred: Effects,
 }
 
 /// What is kept of a removed file, so that an edit made concurrently
@@ -257,7 +267,14 @@ impl Tree {
             open_count: HashMap::new(),
             ids: HashMap::new(),
             tombs: HashMap::new(),
+            wanting: HashMap::new(),
+            deferred: Effects::default(),
         };
+        for (&ino, n) in &tree.nodes {
+            if let Some(w) = &n.stamps.want {
+                tree.wanting.insert(ino, (n.parent, w.clone()));
+            }
+        }
         for (id, bytes) in store.tombs(chan)? {
             if let Ok(t) = postcard::from_bytes::<Tomb>(&bytes) {
                 tree.tombs.insert(FileId(id), t);
@@ -595,6 +612,7 @@ impl Tree {
         }
         self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
+        self.give_back_local(parent, name, t, ch);
         ch.op(
             hlc,
             Op::Remove {
@@ -634,6 +652,7 @@ impl Tree {
             n.ctime = t;
         }
         self.maybe_free(ino, ch);
+        self.give_back_local(parent, name, t, ch);
         ch.op(
             hlc,
             Op::Remove {
@@ -821,6 +840,7 @@ impl Tree {
         }
         ch.dirent(parent, name, None);
         ch.dirent(newparent, newname, Some(src));
+        self.give_back_local(parent, name, t, ch);
         let sid = self.get(src)?.id;
         ch.op(
             hlc,

@@ -229,14 +229,89 @@ impl Tree {
         if mine > theirs {
             let (born, id) = mine.unwrap_or_default();
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
+            self.claim(ino, parent, name);
             self.link_name(parent, &alt, ino, t, ch, fx);
         } else {
             let (born, id) = theirs.unwrap_or_default();
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
             self.unlink_name(parent, name, t, ch, fx);
+            self.claim(other, parent, name);
             self.link_name(parent, &alt, other, t, ch, fx);
             self.link_name(parent, name, ino, t, ch, fx);
         }
+    }
+
+    /// Records that `ino`, shown under a conflict name in `parent`, claims
+    /// `name` there.
+    fn claim(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.want = Some(name.to_vec());
+            self.wanting.insert(ino, (parent, name.to_vec()));
+        }
+    }
+
+    /// `name` in `parent` was just freed: the oldest node claiming it
+    /// (creation clock, then id) leaves its conflict name and takes it.
+    pub(super) fn give_back(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        if self.wanting.is_empty() {
+            return;
+        }
+        if self
+            .nodes
+            .get(&parent)
+            .is_none_or(|p| p.entries.contains_key(name))
+        {
+            return;
+        }
+        let nodes = &self.nodes;
+        self.wanting.retain(|ino, (p, w)| {
+            nodes
+                .get(ino)
+                .is_some_and(|n| n.parent == *p && n.stamps.want.as_deref() == Some(&w[..]))
+        });
+        let heir = self
+            .wanting
+            .iter()
+            .filter(|(_, (p, w))| *p == parent && w == name)
+            .filter_map(|(&i, _)| self.nodes.get(&i).map(|n| ((n.born, n.id), i)))
+            .min()
+            .map(|(_, i)| i);
+        let Some(ino) = heir else {
+            return;
+        };
+        self.wanting.remove(&ino);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.want = None;
+        }
+        let Some(cur) = self.name_in(parent, ino, b"") else {
+            return;
+        };
+        self.unlink_name(parent, &cur, t, ch, fx);
+        self.link_name(parent, name, ino, t, ch, fx);
+    }
+
+    /// [`Tree::give_back`] after a local change: the kernel hears of it
+    /// through [`Tree::take_deferred`].
+    pub(super) fn give_back_local(&mut self, parent: u64, name: &[u8], t: i64, ch: &mut Changes) {
+        if self.wanting.is_empty() {
+            return;
+        }
+        let mut fx = std::mem::take(&mut self.deferred);
+        self.give_back(parent, name, t, ch, &mut fx);
+        self.deferred = fx;
+    }
+
+    /// Takes what local changes left for the kernel to forget.
+    pub fn take_deferred(&mut self) -> Option<Effects> {
+        let fx = std::mem::take(&mut self.deferred);
+        (!fx.names.is_empty() || !fx.inodes.is_empty()).then_some(fx)
     }
 
     fn new_node(&self, id: FileId, kind: NodeKind, perm: u32, parent: u64, born: u64) -> Node {
@@ -381,6 +456,7 @@ impl Tree {
                 fx.inodes.push(ino);
                 self.bury(ino, p, &nm, ch);
                 self.maybe_free(ino, ch);
+                self.give_back(p, &nm, t, ch, fx);
             }
             Op::Move {
                 id,
@@ -426,6 +502,7 @@ impl Tree {
                     }
                     self.persist(ino, ch);
                     fx.inodes.push(ino);
+                    self.give_back(from, &cur, t, ch, fx);
                     return;
                 }
                 if let Some(n) = self.nodes.get_mut(&ino) {
@@ -434,6 +511,7 @@ impl Tree {
                 }
                 self.persist(ino, ch);
                 self.place(np, name, ino, t, ch, fx);
+                self.give_back(from, &cur, t, ch, fx);
             }
             Op::Link { id, parent, name } => {
                 let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
@@ -589,6 +667,7 @@ impl Tree {
             }
             self.persist(a, ch);
             self.place(back, &was, a, t, ch, fx);
+            self.give_back(cur_parent, &cur, t, ch, fx);
         }
         true
     }

@@ -728,6 +728,51 @@ fn concurrent_creates_of_one_name_keep_both() {
     }
 }
 
+/// Two nodes create one name apart; once the node holding the name loses
+/// it (removed on the other node, or renamed away), the younger node
+/// leaves its conflict name and takes the name back, on every node.
+#[test]
+fn a_freed_name_goes_back_to_the_node_that_claimed_it() {
+    for (seed, causal) in runs() {
+        for rename in [false, true] {
+            let mut s = Sim::new(3, seed);
+            s.causal = causal;
+            s.offline[0] = true;
+            s.offline[1] = true;
+            s.create(0, "/", "notes.txt", NodeKind::File);
+            s.write(0, "/notes.txt", b"older");
+            let later = s.nodes[0].hlc.now() + 1_000;
+            s.nodes[1].hlc.observe(later);
+            s.create(1, "/", "notes.txt", NodeKind::File);
+            s.write(1, "/notes.txt", b"younger");
+            s.heal();
+            let snap = s.converged();
+            assert_eq!(item(&snap, "/notes.txt").content, hash_of(b"older"));
+            if rename {
+                s.rename(0, "/notes.txt", "/old.txt");
+            } else {
+                // Node 1 removes node 0's file: its own takes the name
+                // there at once, and everywhere once the remove arrives.
+                s.unlink(1, "/notes.txt");
+                assert_eq!(s.nodes[1].content("/notes.txt"), hash_of(b"younger"));
+            }
+            s.heal();
+            let snap = s.converged();
+            let want: &[&str] = if rename {
+                &["notes.txt", "old.txt"]
+            } else {
+                &["notes.txt"]
+            };
+            assert_eq!(names_in(&snap, "/"), want, "seed {seed}");
+            assert_eq!(
+                item(&snap, "/notes.txt").content,
+                hash_of(b"younger"),
+                "seed {seed}"
+            );
+        }
+    }
+}
+
 /// Prepares `/f.txt` with content `v0` on every node of `s`.
 fn shared_file(s: &mut Sim) {
     s.create(0, "/", "f.txt", NodeKind::File);
@@ -1315,11 +1360,10 @@ fn random_workload(causal: bool) {
 /// edits, some committed over remote versions), removes, renames and
 /// directory moves, renames that replace their target.
 #[test]
-#[ignore = "known gaps (see report): a name freed by a remove or move is \
-            not handed back to the node shown under its conflict name; \
-            conflict copies land where the file is when the conflict is met \
-            and their names can collide (~2); version chains; edit vs \
-            delete on the deleter; a remove of a name moved concurrently"]
+#[ignore = "known gaps (see report): conflict copies land where the file \
+            is when the conflict is met and their names can collide (~2); \
+            version chains; edit vs delete on the deleter; a remove of a \
+            name moved concurrently"]
 fn random_workload_with_every_operation_converges() {
     let ops = Ops {
         shared_edits: true,
