@@ -184,6 +184,26 @@ pub struct Tomb {
     pub content: Option<Hash>,
     /// Creation clock.
     pub born: u64,
+    /// Size and modification time it had (stored after the fields above,
+    /// so tombs written before they existed still load).
+    #[serde(skip)]
+    pub size_mtime: (u64, i64),
+}
+
+impl Tomb {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = postcard::to_allocvec(self).unwrap_or_default();
+        b.extend(postcard::to_allocvec(&self.size_mtime).unwrap_or_default());
+        b
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Tomb> {
+        let (mut t, rest) = postcard::take_from_bytes::<Tomb>(bytes).ok()?;
+        if let Ok(x) = postcard::from_bytes(rest) {
+            t.size_mtime = x;
+        }
+        Some(t)
+    }
 }
 
 /// The changes one operation makes, for the store.
@@ -276,7 +296,7 @@ impl Tree {
             }
         }
         for (id, bytes) in store.tombs(chan)? {
-            if let Ok(t) = postcard::from_bytes::<Tomb>(&bytes) {
+            if let Some(t) = Tomb::decode(&bytes) {
                 tree.tombs.insert(FileId(id), t);
             }
         }
@@ -547,13 +567,10 @@ impl Tree {
             perm: n.perm,
             content: n.content,
             born: n.born,
+            size_mtime: (n.size, n.mtime),
         };
         let id = n.id;
-        ch.muts.push(Mut::Tomb(
-            self.chan,
-            id.0,
-            Some(postcard::to_allocvec(&t).unwrap_or_default()),
-        ));
+        ch.muts.push(Mut::Tomb(self.chan, id.0, Some(t.encode())));
         self.tombs.insert(id, t);
     }
 

@@ -466,6 +466,13 @@ impl Tree {
                 old_name,
             } => {
                 let stamp = (e.hlc, author);
+                if self.ino_of(id).is_none() && parent != old_parent {
+                    // Removed here while it was moved to another directory
+                    // there: the move wins (as it does where the remove
+                    // arrives second and finds it gone from its directory).
+                    self.resurrect_moved(id, parent, name, stamp, t, ch, fx);
+                    return;
+                }
                 let (Some((ino, n)), Some(np)) = (self.node_of(id), self.dir_ino(parent)) else {
                     return;
                 };
@@ -692,11 +699,40 @@ impl Tree {
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
         n.content = tomb.content;
+        (n.size, n.mtime) = tomb.size_mtime;
         self.insert_node(ino, n, ch);
         self.tombs.remove(id);
         ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
+    }
+
+    /// Brings back file `id` removed here, at the place a concurrent move
+    /// of it gave it.
+    #[allow(clippy::too_many_arguments)]
+    fn resurrect_moved(
+        &mut self,
+        id: &FileId,
+        parent: &FileId,
+        name: &[u8],
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let (Some(tomb), Some(np)) = (self.tombs.get(id).cloned(), self.dir_ino(parent)) else {
+            return;
+        };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut n = self.new_node(*id, NodeKind::File, tomb.perm, np, tomb.born);
+        n.content = tomb.content;
+        (n.size, n.mtime) = tomb.size_mtime;
+        n.stamps.place = stamp;
+        self.insert_node(ino, n, ch);
+        self.tombs.remove(id);
+        ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
+        self.place(np, name, ino, t, ch, fx);
     }
 
     fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {
