@@ -55,6 +55,10 @@ pub enum Command {
         #[arg(long)]
         allow_other: bool,
     },
+    /// Run the node in the foreground without a mount: it keeps serving
+    /// the channels' members (entries, chunks) until SIGTERM or Ctrl-C;
+    /// `mount` and `unmount` use it meanwhile (for an always-on peer).
+    Serve,
     /// Flush everything and unmount a directory.
     Unmount {
         /// The mounted directory.

@@ -128,7 +128,17 @@ fn run(cli: Cli, home: &Home) -> anyhow::Result<()> {
         Command::Node => {
             need_init(home)?;
             let _ = nix::unistd::setsid();
-            node::run(home, None)
+            node::run(home, None, false)
+        }
+        Command::Serve => {
+            need_init(home)?;
+            if control::running(&home.socket()) {
+                bail!(
+                    "a node is already running for {}: unmount its mounts first",
+                    home.dir.display()
+                );
+            }
+            node::run(home, None, true)
         }
     }
 }
@@ -346,7 +356,7 @@ fn mount(
                 home.dir.display()
             );
         }
-        return node::run(home, Some((name.to_string(), dir, allow_other)));
+        return node::run(home, Some((name.to_string(), dir, allow_other)), false);
     }
     let req = Request::Mount {
         channel: name.to_string(),

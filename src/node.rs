@@ -46,6 +46,8 @@ pub struct Node {
     mounts: Mutex<HashMap<PathBuf, MountEntry>>,
     changed: Condvar,
     had_mount: Mutex<bool>,
+    /// Started by `chanfs serve`: stays up without mounts until a signal.
+    serving: Mutex<bool>,
     stopping: Mutex<bool>,
     clients: std::sync::atomic::AtomicUsize,
     listen_actual: Mutex<String>,
@@ -500,7 +502,8 @@ impl Node {
 
 /// Runs the node until its last mount goes. With `first`, mounts it before
 /// serving (foreground mode) and fails if that mount fails.
-pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Result<()> {
+/// With `serve`, the node stays up without mounts until a signal.
+pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> anyhow::Result<()> {
     // Signals are taken by one thread with sigwait; block them everywhere
     // before any other thread starts.
     let mut sigs = nix::sys::signal::SigSet::empty();
@@ -537,6 +540,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
         mounts: Mutex::new(HashMap::new()),
         changed: Condvar::new(),
         had_mount: Mutex::new(false),
+        serving: Mutex::new(serve),
         stopping: Mutex::new(false),
         clients: std::sync::atomic::AtomicUsize::new(0),
         listen_actual: Mutex::new(cfg.listen.clone()),
@@ -574,6 +578,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
                 if let Ok(sig) = sigs.wait() {
                     tracing::info!("{sig}: unmounting everything");
                     node.unmount_all();
+                    *lock(&node.serving) = false;
                     *lock(&node.had_mount) = true;
                     node.changed.notify_all();
                 }
@@ -607,7 +612,9 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>) -> anyhow::Resul
     let started = Instant::now();
     let mut mounts = lock(&node.mounts);
     loop {
-        let idle = mounts.is_empty() && (*lock(&node.had_mount) || started.elapsed() > IDLE_EXIT);
+        let idle = mounts.is_empty()
+            && !*lock(&node.serving)
+            && (*lock(&node.had_mount) || started.elapsed() > IDLE_EXIT);
         if idle {
             *lock(&node.stopping) = true;
             break;

@@ -418,3 +418,70 @@ fn two_new_files_with_one_name_both_survive_and_edit_beats_delete() {
         });
     }
 }
+
+/// `chanfs serve` in the foreground, ended (SIGTERM, then SIGKILL) on drop.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node run with `chanfs serve` stays up without a mount (also after
+/// its last unmount), takes the channel's changes and hands them on: A
+/// writes while C is away and leaves; C gets A's file from the serving
+/// node. SIGTERM stops it cleanly.
+#[test]
+fn a_serving_node_without_mount_relays() {
+    let mut a = Mounted::new();
+    let mut b = Mounted::initialized();
+    let mut serving = Serving(
+        std::process::Command::new(common::bin())
+            .arg("--home")
+            .arg(&b.home)
+            .arg("serve")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(10, "B's node to answer", || {
+        common::chanfs(&b.home, &["status", "--json"])
+            .status
+            .success()
+            .then_some(())
+    });
+    b.join(&a, "rw");
+    b.mount(&[]);
+    // Its last unmount does not end a serving node.
+    common::chanfs_ok(&b.home, &["unmount", b.mnt.to_str().unwrap()]);
+    b.pid = None;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(serving.0.try_wait().unwrap().is_none(), "serve ended");
+    let mut c = Mounted::joined(&a, "rw", "");
+    c.unmount();
+    let data = random_bytes(30_000, 3);
+    std::fs::write(a.p("from-a.txt"), &data).unwrap();
+    let entries = |m: &Mounted| m.status()["journal_entries"].as_u64().unwrap();
+    wait_for(10, "B to hold A's entries", || {
+        (entries(&b) == entries(&a)).then_some(())
+    });
+    a.unmount();
+    c.mount(&[]);
+    let got = wait_for(10, "from-a.txt on C", || read(&c.p("from-a.txt")));
+    assert_eq!(got, data);
+    let pid = nix::unistd::Pid::from_raw(serving.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_for(10, "serve to end", || serving.0.try_wait().unwrap());
+    assert!(status.success(), "serve ended with {status}");
+}

@@ -37,6 +37,9 @@ _chanfs() {
             chanfs,node)
                 cmd="chanfs__subcmd__node"
                 ;;
+            chanfs,serve)
+                cmd="chanfs__subcmd__serve"
+                ;;
             chanfs,status)
                 cmd="chanfs__subcmd__status"
                 ;;
@@ -112,6 +115,9 @@ _chanfs() {
             chanfs__subcmd__help,node)
                 cmd="chanfs__subcmd__help__subcmd__node"
                 ;;
+            chanfs__subcmd__help,serve)
+                cmd="chanfs__subcmd__help__subcmd__serve"
+                ;;
             chanfs__subcmd__help,status)
                 cmd="chanfs__subcmd__help__subcmd__status"
                 ;;
@@ -146,7 +152,7 @@ _chanfs() {
 
     case "${cmd}" in
         chanfs)
-            opts="-h -V --home --help --version init id channel mount unmount status completions node help"
+            opts="-h -V --home --help --version init id channel mount serve unmount status completions node help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,7 +470,7 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__help)
-            opts="init id channel mount unmount status completions node help"
+            opts="init id channel mount serve unmount status completions node help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -673,6 +679,20 @@ _chanfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chanfs__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chanfs__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -768,6 +788,24 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__node)
+            opts="-h --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__serve)
             opts="-h --home --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
