@@ -103,6 +103,9 @@ pub struct ChannelStatus {
     pub members: Vec<MemberStatus>,
     /// Entries received but not applied yet.
     pub to_apply: u64,
+    /// Chunks of the channel being fetched from members now.
+    #[serde(default)]
+    pub fetching: u64,
     /// Payload bytes (entries, manifests, chunks) received for the channel.
     #[serde(default)]
     pub bytes_in: u64,

@@ -289,11 +289,13 @@ fn text(r: Reply) -> anyhow::Result<String> {
 
 fn print_channel(c: &control::ChannelStatus) {
     println!(
-        "channel  {}  id {}  (in {}, out {})",
+        "channel  {}  id {}  (in {}, out {}; {} to apply, {} chunks fetching)",
         c.name,
         c.id,
         human(c.bytes_in),
-        human(c.bytes_out)
+        human(c.bytes_out),
+        c.to_apply,
+        c.fetching
     );
     for m in &c.members {
         let what = if m.me {

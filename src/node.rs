@@ -330,7 +330,11 @@ impl Node {
             name: rec.name.clone(),
             id: data_encoding::HEXLOWER.encode(&rec.id),
             members,
-            to_apply: 0,
+            to_apply: self.net.get().map_or(0, |n| n.to_apply(rec.local)),
+            fetching: self
+                .net
+                .get()
+                .map_or(0, |n| n.fetching_of(rec.local) as u64),
             bytes_in,
             bytes_out,
         }

@@ -111,14 +111,30 @@ fn read_fails_with_eio_when_no_member_has_the_chunk() {
         (len == 100_000).then_some(())
     });
     a.unmount();
+    let fetching = || b.status()["channels"][0]["fetching"].as_u64().unwrap();
     let t = std::time::Instant::now();
-    let err = std::fs::read(b.p("unseen.bin")).expect_err("read without any source");
+    let (err, seen_fetching) = std::thread::scope(|sc| {
+        let reader = sc.spawn(|| std::fs::read(b.p("unseen.bin")));
+        // While the read waits, `status` shows the channel's fetch.
+        let mut most = 0;
+        while !reader.is_finished() {
+            most = most.max(fetching());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (
+            reader.join().unwrap().expect_err("read without any source"),
+            most,
+        )
+    });
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert!(
         t.elapsed() < std::time::Duration::from_secs(8),
         "EIO took {:?}",
         t.elapsed()
     );
+    assert!(seen_fetching >= 1, "status never showed the fetch");
+    assert_eq!(fetching(), 0);
+    assert_eq!(b.status()["channels"][0]["to_apply"], 0);
     // Content already here stays readable offline.
     assert_eq!(std::fs::read(b.p("seen.txt")).unwrap(), seen);
 }

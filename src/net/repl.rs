@@ -108,7 +108,8 @@ struct Inner {
     conns: Mutex<HashMap<[u8; 32], Conn>>,
     learned: Mutex<HashMap<[u8; 32], SocketAddr>>,
     dialing: Mutex<HashSet<[u8; 32]>>,
-    inflight: Mutex<HashMap<Hash, watch::Receiver<Option<bool>>>>,
+    /// Chunks being fetched, with their channel and the verdict to come.
+    inflight: Mutex<HashMap<Hash, (u32, Verdict)>>,
     /// What each peer holds of each channel, as far as we know.
     /// Keyed by (peer, channel): the token of the stream that owns the
     /// entry (a newer stream supersedes an older one) and the vector.
@@ -116,6 +117,8 @@ struct Inner {
     tokens: AtomicU64,
     /// Payload bytes (entries, manifests, chunks) in and out per channel.
     chan_bytes: Mutex<HashMap<u32, (u64, u64)>>,
+    /// Entries received per channel and not applied yet.
+    applying: Mutex<HashMap<u32, u64>>,
     prefetch: Arc<Semaphore>,
     fetch_timeout: Duration,
     advertise: Vec<String>,
@@ -141,6 +144,32 @@ fn to_wire(vv: &Vv) -> WireVv {
 fn from_wire(vv: WireVv) -> Vv {
     vv.into_iter().collect()
 }
+
+/// Entries of one received batch counted as waiting to apply until the
+/// batch is done with (applied, skipped or failed).
+struct Pending<'a> {
+    map: &'a Mutex<HashMap<u32, u64>>,
+    local: u32,
+    n: u64,
+}
+
+impl<'a> Pending<'a> {
+    fn new(map: &'a Mutex<HashMap<u32, u64>>, local: u32, n: u64) -> Pending<'a> {
+        *lock(map).entry(local).or_default() += n;
+        Pending { map, local, n }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(v) = lock(self.map).get_mut(&self.local) {
+            *v = v.saturating_sub(self.n);
+        }
+    }
+}
+
+/// Whether a chunk being fetched got stored (`None` while in flight).
+type Verdict = watch::Receiver<Option<bool>>;
 
 fn short(id: &[u8; 32]) -> String {
     NodeId(*id).to_string()[..15].to_string()
@@ -289,6 +318,7 @@ impl Net {
             sent: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(1),
             chan_bytes: Mutex::new(HashMap::new()),
+            applying: Mutex::new(HashMap::new()),
             prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
             fetch_timeout,
             advertise,
@@ -374,6 +404,19 @@ impl Net {
         lock(&self.inner.inflight).len()
     }
 
+    /// Entries of channel `local` received and not applied yet.
+    pub fn to_apply(&self, local: u32) -> u64 {
+        lock(&self.inner.applying).get(&local).copied().unwrap_or(0)
+    }
+
+    /// Chunks of channel `local` being fetched now.
+    pub fn fetching_of(&self, local: u32) -> usize {
+        lock(&self.inner.inflight)
+            .values()
+            .filter(|(c, _)| *c == local)
+            .count()
+    }
+
     /// Dials the known members now (after a join or membership change).
     pub fn kick(&self) {
         let inner = self.inner.clone();
@@ -397,7 +440,7 @@ impl crate::fs::Fetcher for Net {
     fn prefetch(&self, chan: u32, hashes: &[Hash]) {
         // Claim the chunks nobody fetches yet, then ask for them in groups,
         // one stream per group.
-        let mut claimed = self.inner.claim(hashes);
+        let mut claimed = self.inner.claim(chan, hashes);
         while !claimed.is_empty() {
             let rest = claimed.split_off(claimed.len().min(PREFETCH_GROUP));
             let group = std::mem::replace(&mut claimed, rest);
@@ -952,6 +995,7 @@ impl Inner {
         batch: Batch,
     ) -> anyhow::Result<()> {
         self.count(local, batch.payload(), 0);
+        let _pending = Pending::new(&self.applying, local, batch.entries.len() as u64);
         let Batch {
             entries,
             manifests,
@@ -1099,7 +1143,7 @@ impl Inner {
                 else {
                     continue;
                 };
-                let claims = self.claim(&prep.missing);
+                let claims = self.claim(local, &prep.missing);
                 if !claims.is_empty() {
                     deltas.push((conn.clone(), old, new, prep, claims));
                 }
@@ -1122,7 +1166,7 @@ impl Inner {
     }
 
     /// Claims the chunks nobody fetches yet; returns the claims to settle.
-    fn claim(&self, hashes: &[Hash]) -> Vec<(Hash, watch::Sender<Option<bool>>)> {
+    fn claim(&self, local: u32, hashes: &[Hash]) -> Vec<(Hash, watch::Sender<Option<bool>>)> {
         let mut inflight = lock(&self.inflight);
         let mut out = Vec::new();
         for h in hashes {
@@ -1130,7 +1174,7 @@ impl Inner {
                 continue;
             }
             let (tx, rx) = watch::channel(None);
-            inflight.insert(*h, rx);
+            inflight.insert(*h, (local, rx));
             out.push((*h, tx));
         }
         out
@@ -1207,10 +1251,10 @@ impl Inner {
         let (tx, waiter) = {
             let mut inflight = lock(&self.inflight);
             match inflight.get(&hash) {
-                Some(rx) => (None, rx.clone()),
+                Some((_, rx)) => (None, rx.clone()),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    inflight.insert(hash, rx.clone());
+                    inflight.insert(hash, (local, rx.clone()));
                     (Some(tx), rx)
                 }
             }
