@@ -119,3 +119,36 @@ fn big_file_written_out_of_order_reads_back() {
     m.mount(&[]);
     assert!(fs::read(m.p("out-of-order")).unwrap() == expect);
 }
+
+/// A forked child closing the descriptors it inherited (at its exec) does
+/// not commit a half-written file: the version is recorded once the
+/// writer closes it, or once nothing was written for a second.
+#[test]
+fn a_child_closing_an_inherited_descriptor_commits_nothing_mid_write() {
+    use std::io::Write;
+    let m = Mounted::new();
+    let entries = || m.status()["journal_entries"].as_u64().unwrap();
+    let mut f = fs::File::create(m.p("log.txt")).unwrap();
+    f.write_all(&random_bytes(1 << 20, 21)).unwrap();
+    f.flush().unwrap();
+    let before = entries();
+    assert!(std::process::Command::new("true")
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(entries(), before, "the child's close committed a version");
+    // Quiet for a second: recorded without the writer's close.
+    wait_for(10, "the quiet file's version", || {
+        (entries() > before).then_some(())
+    });
+    let quiet = entries();
+    f.write_all(b"more").unwrap();
+    drop(f);
+    wait_for(10, "the version at close", || {
+        (entries() > quiet).then_some(())
+    });
+    let mut expect = random_bytes(1 << 20, 21);
+    expect.extend_from_slice(b"more");
+    assert!(fs::read(m.p("log.txt")).unwrap() == expect);
+}

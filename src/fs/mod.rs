@@ -56,6 +56,20 @@ struct Content {
     late: RangeSet,
     /// `base` holds data (not only holes): writes are not streamed.
     base_data: bool,
+    /// When bytes were last written.
+    last_write: Option<std::time::Instant>,
+}
+
+/// How long a file must go unwritten before a close by another process
+/// than its writer commits it.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// The thread group (process) of thread `pid`.
+fn tgid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A new file is cut while written once this many bytes arrived in order
@@ -212,6 +226,8 @@ pub struct ChanFs {
     contents: Mutex<HashMap<u64, Arc<Mutex<Content>>>>,
     hlc: Arc<Hlc>,
     next_fh: AtomicU64,
+    /// Process that opened each file handle (see [`FuseFs::flush`]).
+    openers: Mutex<HashMap<u64, u32>>,
     /// Read-only mount (writes get `EROFS`).
     pub readonly: std::sync::atomic::AtomicBool,
 }
@@ -241,6 +257,7 @@ impl ChanFs {
             contents: Mutex::new(HashMap::new()),
             hlc,
             next_fh: AtomicU64::new(1),
+            openers: Mutex::new(HashMap::new()),
             readonly: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -419,6 +436,7 @@ impl ChanFs {
             stream: None,
             fed: 0,
             late: RangeSet::new(),
+            last_write: None,
         }));
         map.insert(ino, c.clone());
         Ok(c)
@@ -536,6 +554,7 @@ impl ChanFs {
         c.dirty.insert(off, end);
         c.size = c.size.max(end);
         c.changed = true;
+        c.last_write = Some(std::time::Instant::now());
         self.feed(c, off, data);
         let mut t = lock(&self.tree);
         if let Ok(n) = t.get_mut(ino) {
@@ -723,6 +742,45 @@ impl ChanFs {
             lock(&c).changed = false;
             self.settle(ino, &c, false);
         }
+    }
+
+    /// A new file handle, opened by process `pid`.
+    fn new_fh(&self, pid: u32) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.openers).insert(fh, pid);
+        fh
+    }
+
+    /// True when `pid` belongs to the process that opened `fh` (threads of
+    /// one process share it; a forked child does not).
+    fn opened_by(&self, fh: u64, pid: u32) -> bool {
+        let Some(opener) = lock(&self.openers).get(&fh).copied() else {
+            return true;
+        };
+        opener == pid || tgid(opener).is_some_and(|t| Some(t) == tgid(pid))
+    }
+
+    /// Commits `ino`'s content once nothing was written to it for
+    /// [`QUIET`] (a close by another process than the writer: a forked
+    /// child closing the descriptors it inherited, mid-write).
+    fn commit_when_quiet(self: &Arc<Self>, ino: u64) {
+        let fs = self.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(QUIET);
+            let Some(c) = lock(&fs.contents).get(&ino).cloned() else {
+                return;
+            };
+            let mut g = lock(&c);
+            if !g.changed {
+                return;
+            }
+            if g.last_write.is_none_or(|t| t.elapsed() >= QUIET) {
+                if let Err(e) = fs.commit_content(ino, &mut g) {
+                    tracing::warn!("committing inode {ino}: errno {e}");
+                }
+                return;
+            }
+        });
     }
 
     /// Records every pending content change (unmount, shutdown).
@@ -1065,7 +1123,7 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = &self.0;
         if fs.is_readonly() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
@@ -1083,7 +1141,7 @@ impl Filesystem for FuseFs {
             Ok(_) => {
                 *lock(&fs.tree).open_count.entry(ino.0).or_default() += 1;
                 reply.opened(
-                    FileHandle(fs.next_fh.fetch_add(1, Ordering::Relaxed)),
+                    FileHandle(fs.new_fh(req.pid())),
                     FopenFlags::FOPEN_KEEP_CACHE,
                 )
             }
@@ -1149,16 +1207,28 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// A close of a descriptor commits what was written (the version
+    /// other members see), unless the closing process is not the one that
+    /// opened the file: a forked child closing inherited descriptors would
+    /// otherwise commit a half-written file. Then the commit waits until
+    /// the file is quiet, or for the writer's own close or release.
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let fs = &self.0;
-        let r = match lock(&fs.contents).get(&ino.0).cloned() {
+        let c = lock(&fs.contents).get(&ino.0).cloned();
+        let r = match c {
+            Some(c) if !fs.opened_by(fh.0, req.pid()) => {
+                if lock(&c).changed {
+                    fs.commit_when_quiet(ino.0);
+                }
+                Ok(())
+            }
             Some(c) => fs.commit_content(ino.0, &mut lock(&c)),
             None => Ok(()),
         };
@@ -1172,12 +1242,13 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        lock(&self.0.openers).remove(&fh.0);
         match self.0.release_content(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -1437,7 +1508,7 @@ impl Filesystem for FuseFs {
                 &TTL,
                 &a,
                 fs.generation(a.ino.0),
-                FileHandle(fs.next_fh.fetch_add(1, Ordering::Relaxed)),
+                FileHandle(fs.new_fh(req.pid())),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(errno(e)),

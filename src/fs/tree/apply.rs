@@ -596,6 +596,13 @@ impl Tree {
                 if n.content == *replaces {
                     self.set_version(ino, &remote, t, ch, fx);
                 } else {
+                    // The version it replaces lost an earlier conflict here
+                    // and sits in a copy: the new version supersedes that
+                    // copy (nodes that met them in the other order never
+                    // made it).
+                    if let Some(c) = self.conflict_copy_of(ino, replaces) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
                     self.content_conflict(ino, remote, t, ch, fx);
                 }
             }
@@ -735,6 +742,40 @@ impl Tree {
         self.place(np, name, ino, t, ch, fx);
     }
 
+    /// The conflict copy of file `ino` holding version `content` unchanged
+    /// since it was made (beside the file, under its copy id).
+    fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
+        let n = self.nodes.get(&ino)?;
+        let p = self.nodes.get(&n.parent)?;
+        p.entries.values().copied().find(|&c| {
+            c != ino
+                && self.nodes.get(&c).is_some_and(|x| {
+                    x.kind == NodeKind::File
+                        && x.nlink == 1
+                        && x.content == *content
+                        && x.id == copy_id(&n.id, content, x.vstamp.0)
+                })
+        })
+    }
+
+    /// Removes conflict copy `c` that a newer version superseded.
+    fn drop_copy(&mut self, c: u64, t: i64, ch: &mut Changes, fx: &mut Effects) {
+        let Some(parent) = self.nodes.get(&c).map(|n| n.parent) else {
+            return;
+        };
+        let Some(name) = self.name_in(parent, c, b"") else {
+            return;
+        };
+        self.unlink_name(parent, &name, t, ch, fx);
+        if let Some(n) = self.nodes.get_mut(&c) {
+            n.nlink = 0;
+            n.ctime = t;
+        }
+        fx.inodes.push(c);
+        self.maybe_free(c, ch);
+        self.give_back(parent, &name, t, ch, fx);
+    }
+
     fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.content = v.manifest;
@@ -779,13 +820,7 @@ impl Tree {
         if winner.stamp != local.stamp {
             self.set_version(ino, &winner, t, ch, fx);
         }
-        let mut h = blake3::Hasher::new();
-        h.update(&id.0);
-        h.update(loser.manifest.as_ref().map_or(&[0u8; 32][..], |m| &m[..]));
-        h.update(&loser.stamp.0.to_le_bytes());
-        let mut cid = [0u8; 16];
-        cid.copy_from_slice(&h.finalize().as_bytes()[..16]);
-        let cid = FileId(cid);
+        let cid = copy_id(&id, &loser.manifest, loser.stamp.0);
         if self.ids.contains_key(&cid) {
             return None;
         }
@@ -802,6 +837,18 @@ impl Tree {
         self.link_name(parent, &alt, cino, t, ch, fx);
         Some(cino)
     }
+}
+
+/// The id of the conflict copy of file `id` that keeps version `manifest`
+/// made at clock `hlc`: the same on every node.
+fn copy_id(id: &FileId, manifest: &Option<Hash>, hlc: u64) -> FileId {
+    let mut h = blake3::Hasher::new();
+    h.update(&id.0);
+    h.update(manifest.as_ref().map_or(&[0u8; 32][..], |m| &m[..]));
+    h.update(&hlc.to_le_bytes());
+    let mut cid = [0u8; 16];
+    cid.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    FileId(cid)
 }
 
 /// One content version of a file.

@@ -887,10 +887,6 @@ fn edit_committed_over_a_remote_version_keeps_both() {
 /// v1), v0 → v3 (c). However the entries arrive, all nodes keep the
 /// same versions.
 #[test]
-#[ignore = "known gap: content versions are resolved against the current \
-            version only; a node that meets v3 before v2 makes a conflict \
-            copy of v1 that v2 later supersedes, the others never do (needs \
-            per-file version history; see report)"]
 fn edit_chain_against_a_concurrent_edit_converges() {
     for seed in SEEDS {
         let mut s = Sim::new(3, seed);
@@ -1394,8 +1390,8 @@ fn random_workload(causal: bool) {
 #[test]
 #[ignore = "known gaps (see report): conflict copies land where the file \
             is when the conflict is met and their names can collide (~2); \
-            version chains; edit vs delete on the deleter; an empty \
-            directory removed while moved elsewhere"]
+            edit vs delete on the deleter; an empty directory removed while \
+            moved elsewhere"]
 fn random_workload_with_every_operation_converges() {
     let ops = Ops {
         shared_edits: true,
