@@ -31,7 +31,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHANFS_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if logs_to_file { "info" } else { "warn" })
+                // fuser's session warns on every unmount that it could not
+                // unmount again what umount(2) already did (EINVAL).
+                tracing_subscriber::EnvFilter::new(if logs_to_file {
+                    "info,fuser::session=error"
+                } else {
+                    "warn,fuser::session=error"
+                })
             }),
         )
         .with_writer(std::io::stderr)
