@@ -406,7 +406,9 @@ for h in "$H" "$H9"; do
     if [[ -f $h/node.log ]]; then
         n=$(grep -cE ' (WARN|ERROR) ' "$h/node.log" || true)
         echo "$(basename "$h")/node.log: $n WARN/ERROR lines"
-        grep -E ' (WARN|ERROR) ' "$h/node.log" | cut -d' ' -f2- | sed 's/  */ /g' | sort | uniq -c | sort -rn | head -5
+        if ((n)); then
+            grep -E ' (WARN|ERROR) ' "$h/node.log" | cut -d' ' -f2- | sed 's/  */ /g' | sort | uniq -c | sort -rn | head -5 || true
+        fi
     fi
 done
 echo "total $((SECONDS - start_s)) s"

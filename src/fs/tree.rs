@@ -111,14 +111,60 @@ pub struct Stamps {
     pub mtime: Stamp,
     /// Parent and name: the create or the last move applied.
     pub place: Stamp,
-    /// Where the node was before that move (parent inode, name, stamp):
-    /// an older move that crosses it puts it back there.
-    pub prev: Option<(u64, Vec<u8>, Stamp)>,
+    /// What most nodes never need, boxed (a tree holds many nodes).
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Rare {
+    /// Where the node was before its last move (parent inode, name,
+    /// stamp): an older move that crosses it puts it back there.
+    prev: Option<(u64, Vec<u8>, Stamp)>,
     /// Extended attributes set or removed, by key.
-    pub xattrs: BTreeMap<Vec<u8>, Stamp>,
+    xattrs: BTreeMap<Vec<u8>, Stamp>,
     /// The name it claims in its parent while an older node holds it (it
     /// shows under a conflict name until that name is free again).
-    pub want: Option<Vec<u8>>,
+    want: Option<Vec<u8>>,
+}
+
+impl Stamps {
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Where the node was before its last move.
+    pub fn prev(&self) -> Option<&(u64, Vec<u8>, Stamp)> {
+        self.rare.as_ref()?.prev.as_ref()
+    }
+
+    /// Sets (or clears) where the node was before its last move.
+    pub fn set_prev(&mut self, prev: Option<(u64, Vec<u8>, Stamp)>) {
+        if prev.is_some() || self.rare.is_some() {
+            self.rare_mut().prev = prev;
+        }
+    }
+
+    /// The stamp of the last change of xattr `name`.
+    pub fn xattr(&self, name: &[u8]) -> Option<Stamp> {
+        self.rare.as_ref()?.xattrs.get(name).copied()
+    }
+
+    /// Records a change of xattr `name` at `stamp`.
+    pub fn set_xattr(&mut self, name: &[u8], stamp: Stamp) {
+        self.rare_mut().xattrs.insert(name.to_vec(), stamp);
+    }
+
+    /// The name claimed while shown under a conflict name.
+    pub fn want(&self) -> Option<&[u8]> {
+        self.rare.as_ref()?.want.as_deref()
+    }
+
+    /// Sets (or clears) the name claimed.
+    pub fn set_want(&mut self, want: Option<Vec<u8>>) {
+        if want.is_some() || self.rare.is_some() {
+            self.rare_mut().want = want;
+        }
+    }
 }
 
 /// The stored form of a node. V1 records (before stamps) load with zero
@@ -143,8 +189,8 @@ impl Node {
     /// Records a move made at `stamp` from `from`/`name`.
     fn moved(&mut self, from: u64, name: &[u8], stamp: Stamp) {
         let was = std::mem::replace(&mut self.stamps.place, stamp);
-        self.stamps.prev = Some((from, name.to_vec(), was));
-        self.stamps.want = None;
+        self.stamps.set_prev(Some((from, name.to_vec(), was)));
+        self.stamps.set_want(None);
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -291,8 +337,8 @@ impl Tree {
             deferred: Effects::default(),
         };
         for (&ino, n) in &tree.nodes {
-            if let Some(w) = &n.stamps.want {
-                tree.wanting.insert(ino, (n.parent, w.clone()));
+            if let Some(w) = n.stamps.want() {
+                tree.wanting.insert(ino, (n.parent, w.to_vec()));
             }
         }
         for (id, bytes) in store.tombs(chan)? {
@@ -981,7 +1027,7 @@ impl Tree {
             Some(v) => n.xattrs.insert(name.to_vec(), v.clone()),
             None => n.xattrs.remove(name),
         };
-        n.stamps.xattrs.insert(name.to_vec(), (hlc, prefix));
+        n.stamps.set_xattr(name, (hlc, prefix));
         n.ctime = now_ns();
         let id = n.id;
         self.persist(ino, ch);

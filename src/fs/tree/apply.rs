@@ -245,7 +245,7 @@ impl Tree {
     /// `name` there.
     fn claim(&mut self, ino: u64, parent: u64, name: &[u8]) {
         if let Some(n) = self.nodes.get_mut(&ino) {
-            n.stamps.want = Some(name.to_vec());
+            n.stamps.set_want(Some(name.to_vec()));
             self.wanting.insert(ino, (parent, name.to_vec()));
         }
     }
@@ -274,7 +274,7 @@ impl Tree {
         self.wanting.retain(|ino, (p, w)| {
             nodes
                 .get(ino)
-                .is_some_and(|n| n.parent == *p && n.stamps.want.as_deref() == Some(&w[..]))
+                .is_some_and(|n| n.parent == *p && n.stamps.want() == Some(&w[..]))
         });
         let heir = self
             .wanting
@@ -288,7 +288,7 @@ impl Tree {
         };
         self.wanting.remove(&ino);
         if let Some(n) = self.nodes.get_mut(&ino) {
-            n.stamps.want = None;
+            n.stamps.set_want(None);
         }
         let Some(cur) = self.name_in(parent, ino, b"") else {
             return;
@@ -611,10 +611,10 @@ impl Tree {
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
-                if n.stamps.xattrs.get(name).is_some_and(|&s| s >= stamp) {
+                if n.stamps.xattr(name).is_some_and(|s| s >= stamp) {
                     return;
                 }
-                n.stamps.xattrs.insert(name.clone(), stamp);
+                n.stamps.set_xattr(name, stamp);
                 match value {
                     Some(v) => n.xattrs.insert(name.clone(), v.clone()),
                     None => n.xattrs.remove(name),
@@ -660,7 +660,7 @@ impl Tree {
             let Some(n) = self.nodes.get(&a) else {
                 return false;
             };
-            let Some((back, was, prev)) = n.stamps.prev.clone() else {
+            let Some((back, was, prev)) = n.stamps.prev().cloned() else {
                 return false;
             };
             let cur_parent = n.parent;
@@ -676,7 +676,7 @@ impl Tree {
             self.unlink_name(cur_parent, &cur, t, ch, fx);
             if let Some(n) = self.nodes.get_mut(&a) {
                 n.stamps.place = prev;
-                n.stamps.prev = None;
+                n.stamps.set_prev(None);
                 n.ctime = t;
             }
             self.persist(a, ch);
