@@ -234,18 +234,24 @@ pub struct Tomb {
     /// so tombs written before they existed still load).
     #[serde(skip)]
     pub size_mtime: (u64, i64),
+    /// It was an (empty) directory (stored after the size and time).
+    #[serde(skip)]
+    pub dir: bool,
 }
 
 impl Tomb {
     fn encode(&self) -> Vec<u8> {
         let mut b = postcard::to_allocvec(self).unwrap_or_default();
-        b.extend(postcard::to_allocvec(&self.size_mtime).unwrap_or_default());
+        let (size, mtime) = self.size_mtime;
+        b.extend(postcard::to_allocvec(&(size, mtime, self.dir)).unwrap_or_default());
         b
     }
 
     fn decode(bytes: &[u8]) -> Option<Tomb> {
         let (mut t, rest) = postcard::take_from_bytes::<Tomb>(bytes).ok()?;
-        if let Ok(x) = postcard::from_bytes(rest) {
+        if let Ok((size, mtime, dir)) = postcard::from_bytes::<(u64, i64, bool)>(rest) {
+            (t.size_mtime, t.dir) = ((size, mtime), dir);
+        } else if let Ok(x) = postcard::from_bytes(rest) {
             t.size_mtime = x;
         }
         Some(t)
@@ -594,13 +600,13 @@ impl Tree {
         self.persist(ino, ch);
     }
 
-    /// Keeps a tombstone for file `ino` when its last name (`name` in
-    /// `parent`) has just gone.
+    /// Keeps a tombstone for file or directory `ino` when its last name
+    /// (`name` in `parent`) has just gone.
     fn bury(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
         let Some(n) = self.nodes.get(&ino) else {
             return;
         };
-        if n.kind != NodeKind::File || n.nlink != 0 {
+        if !matches!(n.kind, NodeKind::File | NodeKind::Dir) || n.nlink != 0 {
             return;
         }
         let t = Tomb {
@@ -614,6 +620,7 @@ impl Tree {
             content: n.content,
             born: n.born,
             size_mtime: (n.size, n.mtime),
+            dir: n.kind == NodeKind::Dir,
         };
         let id = n.id;
         ch.muts.push(Mut::Tomb(self.chan, id.0, Some(t.encode())));
@@ -714,6 +721,7 @@ impl Tree {
             n.nlink = 0;
             n.ctime = t;
         }
+        self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
         self.give_back_local(parent, name, t, ch);
         ch.op(

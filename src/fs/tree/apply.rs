@@ -699,7 +699,7 @@ impl Tree {
         let tomb = self
             .tombs
             .get(id)
-            .filter(|tb| tb.content == *replaces)?
+            .filter(|tb| !tb.dir && tb.content == *replaces)?
             .clone();
         let parent = self.dir_ino(&tomb.parent).unwrap_or(ROOT);
         let ino = self.next_ino;
@@ -714,8 +714,8 @@ impl Tree {
         Some(ino)
     }
 
-    /// Brings back file `id` removed here, at the place a concurrent move
-    /// of it gave it.
+    /// Brings back file or empty directory `id` removed here, at the place
+    /// a concurrent move of it gave it.
     #[allow(clippy::too_many_arguments)]
     fn resurrect_moved(
         &mut self,
@@ -732,7 +732,12 @@ impl Tree {
         };
         let ino = self.next_ino;
         self.next_ino += 1;
-        let mut n = self.new_node(*id, NodeKind::File, tomb.perm, np, tomb.born);
+        let kind = if tomb.dir {
+            NodeKind::Dir
+        } else {
+            NodeKind::File
+        };
+        let mut n = self.new_node(*id, kind, tomb.perm, np, tomb.born);
         n.content = tomb.content;
         (n.size, n.mtime) = tomb.size_mtime;
         n.stamps.place = stamp;
