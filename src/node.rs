@@ -557,6 +557,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
         node.clone(),
         fetch_timeout,
         cfg.advertise.clone(),
+        cfg.bootstrap.clone(),
     ) {
         Ok(net) => {
             if let Some(a) = net.local_addr() {

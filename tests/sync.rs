@@ -501,3 +501,35 @@ fn a_serving_node_without_mount_relays() {
     let status = wait_for(10, "serve to end", || serving.0.try_wait().unwrap());
     assert!(status.success(), "serve ended with {status}");
 }
+
+/// Peers listed under `bootstrap` in the config are dialed whatever the
+/// channel records say: B knows only A's old address and A cannot reach B
+/// (B advertised a dead one), so nothing flows until B lists A's new
+/// address; then B catches up.
+#[test]
+fn bootstrap_peers_from_the_config_are_dialed() {
+    let mut a = Mounted::new();
+    let mut b = Mounted::initialized();
+    b.set_config("advertise", "[\"127.0.0.1:9\"]");
+    b.join(&a, "rw");
+    b.mount(&[]);
+    a.unmount();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    a.set_config("listen", &format!("\"127.0.0.1:{port}\""));
+    a.mount(&[]);
+    std::fs::write(a.p("after-move.txt"), b"A moved").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        read(&b.p("after-move.txt")).is_none(),
+        "B reached A without the bootstrap address"
+    );
+    b.unmount();
+    b.set_config("bootstrap", &format!("[\"127.0.0.1:{port}\"]"));
+    b.mount(&[]);
+    let got = wait_for(10, "after-move.txt on B", || read(&b.p("after-move.txt")));
+    assert_eq!(got, b"A moved");
+}

@@ -108,6 +108,12 @@ struct Inner {
     conns: Mutex<HashMap<[u8; 32], Conn>>,
     learned: Mutex<HashMap<[u8; 32], SocketAddr>>,
     dialing: Mutex<HashSet<[u8; 32]>>,
+    /// Peers to contact whatever the channels say (config `bootstrap`),
+    /// with the node found at each once known.
+    bootstrap: Vec<String>,
+    boot_ids: Mutex<HashMap<String, [u8; 32]>>,
+    /// Bootstrap addresses being dialed now.
+    boot_dialing: Mutex<HashSet<String>>,
     /// Chunks being fetched, with their channel and the verdict to come.
     inflight: Mutex<HashMap<Hash, (u32, Verdict)>>,
     /// What each peer holds of each channel, as far as we know.
@@ -285,7 +291,8 @@ pub fn apply_membership(rec: &mut ChannelRec, op: &MemberOp) {
 }
 
 impl Net {
-    /// Binds the QUIC endpoint at `listen` and starts accepting and dialing.
+    /// Binds the QUIC endpoint at `listen` and starts accepting and dialing
+    /// the channels' members and the `bootstrap` peers.
     pub fn start(
         ident: Identity,
         listen: &str,
@@ -293,6 +300,7 @@ impl Net {
         host: Arc<dyn Host>,
         fetch_timeout: Duration,
         advertise: Vec<String>,
+        bootstrap: Vec<String>,
     ) -> anyhow::Result<Net> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -314,6 +322,9 @@ impl Net {
             conns: Mutex::new(HashMap::new()),
             learned: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
+            bootstrap,
+            boot_ids: Mutex::new(HashMap::new()),
+            boot_dialing: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(1),
@@ -1197,7 +1208,57 @@ impl Inner {
         }
     }
 
+    /// Dials the bootstrap peers not connected: a member found there is
+    /// kept like any other; anyone else is let go.
+    fn dial_bootstrap(self: &Arc<Self>) {
+        for a in &self.bootstrap {
+            let known = lock(&self.boot_ids).get(a).copied();
+            if let Some(id) = known {
+                if self.conn_of(&id).is_some() || self.shared(&id).is_empty() || id == self.me() {
+                    continue;
+                }
+            }
+            if !lock(&self.boot_dialing).insert(a.clone()) {
+                continue;
+            }
+            let me = self.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(a.as_str()).await {
+                    Ok(it) => it.collect(),
+                    Err(e) => {
+                        tracing::debug!("bootstrap peer {a}: {e}");
+                        Vec::new()
+                    }
+                };
+                for addr in addrs {
+                    let conn = match tls::connect(&me.ep, &me.ident, addr, tls::ALPN, None).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!("bootstrap peer {a} at {addr}: {e}");
+                            continue;
+                        }
+                    };
+                    let Some(peer) = tls::peer_id(&conn) else {
+                        continue;
+                    };
+                    lock(&me.boot_ids).insert(a.clone(), peer.0);
+                    if peer.0 == me.me() || me.shared(&peer.0).is_empty() {
+                        tracing::debug!("bootstrap peer {a} is {peer}: no channel shared");
+                        conn.close(code::NOT_MEMBER.into(), b"not a member");
+                        break;
+                    }
+                    lock(&me.learned).insert(peer.0, addr);
+                    me.register(peer.0, conn, true);
+                    break;
+                }
+                lock(&me.boot_dialing).remove(&a);
+            });
+        }
+    }
+
     async fn dial_all(self: &Arc<Self>) {
+        self.dial_bootstrap();
         let mut targets: HashMap<[u8; 32], Vec<SocketAddr>> = HashMap::new();
         for rec in self.channels() {
             if rec.member(&self.me()).is_none() {
