@@ -152,3 +152,58 @@ fn a_child_closing_an_inherited_descriptor_commits_nothing_mid_write() {
     expect.extend_from_slice(b"more");
     assert!(fs::read(m.p("log.txt")).unwrap() == expect);
 }
+
+/// `copy_file_range` inside the mount: a whole file into an empty one
+/// shares its version (nothing new stored, same bytes, also after a
+/// remount); ranges at offsets, and within one file, copy the right bytes.
+#[test]
+fn copy_file_range_shares_whole_files_and_copies_ranges() {
+    use std::os::fd::AsFd;
+    let mut m = Mounted::new();
+    let data = random_bytes(24 << 20, 31);
+    fs::write(m.p("src.bin"), &data).unwrap();
+    let s0 = stored(&m);
+    let copy = |from: &str, off_in: i64, to: &str, off_out: i64, len: usize| -> usize {
+        let fin = fs::File::open(m.p(from)).unwrap();
+        let fout = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(m.p(to))
+            .unwrap();
+        let (mut a, mut b) = (off_in, off_out);
+        let mut done = 0;
+        while done < len {
+            let n = nix::fcntl::copy_file_range(
+                fin.as_fd(),
+                Some(&mut a),
+                fout.as_fd(),
+                Some(&mut b),
+                len - done,
+            )
+            .unwrap();
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        done
+    };
+    assert_eq!(copy("src.bin", 0, "whole.bin", 0, data.len()), data.len());
+    assert_eq!(stored(&m), s0, "a whole-file copy stored bytes");
+    assert!(fs::read(m.p("whole.bin")).unwrap() == data);
+    // A range into the middle of a new file: zeros before it.
+    let mib = 1 << 20;
+    assert_eq!(copy("src.bin", mib as i64, "part.bin", 5, mib), mib);
+    let mut want = vec![0u8; 5];
+    want.extend_from_slice(&data[mib..2 * mib]);
+    assert!(fs::read(m.p("part.bin")).unwrap() == want);
+    // Within one file (ranges must not overlap).
+    assert_eq!(copy("part.bin", 5, "part.bin", 2000, 1000), 1000);
+    want[2000..3000].copy_from_slice(&data[mib..mib + 1000]);
+    assert!(fs::read(m.p("part.bin")).unwrap() == want);
+    m.unmount();
+    m.mount(&[]);
+    assert!(fs::read(m.p("whole.bin")).unwrap() == data);
+    assert!(fs::read(m.p("part.bin")).unwrap() == want);
+}
