@@ -231,6 +231,8 @@ pub struct ChanFs {
     next_fh: AtomicU64,
     /// Process that opened each file handle (see [`FuseFs::flush`]).
     openers: Mutex<HashMap<u64, u32>>,
+    /// Files with a commit waiting for quiet (one waiter each).
+    quiet_waits: Mutex<std::collections::HashSet<u64>>,
     /// Read-only mount (writes get `EROFS`).
     pub readonly: std::sync::atomic::AtomicBool,
 }
@@ -261,6 +263,7 @@ impl ChanFs {
             hlc,
             next_fh: AtomicU64::new(1),
             openers: Mutex::new(HashMap::new()),
+            quiet_waits: Mutex::new(std::collections::HashSet::new()),
             readonly: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -799,23 +802,34 @@ impl ChanFs {
     /// [`QUIET`] (a close by another process than the writer: a forked
     /// child closing the descriptors it inherited, mid-write).
     fn commit_when_quiet(self: &Arc<Self>, ino: u64) {
+        if !lock(&self.quiet_waits).insert(ino) {
+            return;
+        }
         let fs = self.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(QUIET);
-            let Some(c) = lock(&fs.contents).get(&ino).cloned() else {
-                return;
-            };
-            let mut g = lock(&c);
-            if !g.changed {
-                return;
-            }
-            if g.last_write.is_none_or(|t| t.elapsed() >= QUIET) {
-                if let Err(e) = fs.commit_content(ino, &mut g) {
-                    tracing::warn!("committing inode {ino}: errno {e}");
+        let spawned = std::thread::Builder::new()
+            .name("chanfs-quiet".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(QUIET);
+                    let Some(c) = lock(&fs.contents).get(&ino).cloned() else {
+                        break;
+                    };
+                    let mut g = lock(&c);
+                    if !g.changed {
+                        break;
+                    }
+                    if g.last_write.is_none_or(|t| t.elapsed() >= QUIET) {
+                        if let Err(e) = fs.commit_content(ino, &mut g) {
+                            tracing::warn!("committing inode {ino}: errno {e}");
+                        }
+                        break;
+                    }
                 }
-                return;
-            }
-        });
+                lock(&fs.quiet_waits).remove(&ino);
+            });
+        if spawned.is_err() {
+            lock(&self.quiet_waits).remove(&ino);
+        }
     }
 
     /// Records every pending content change (unmount, shutdown).
