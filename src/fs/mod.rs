@@ -54,8 +54,6 @@ struct Content {
     fed: u64,
     /// Writes `stream` did not see (not at its end): cut again at commit.
     late: RangeSet,
-    /// `base` holds data (not only holes): writes are not streamed.
-    base_data: bool,
     /// When bytes were last written.
     last_write: Option<std::time::Instant>,
 }
@@ -347,7 +345,6 @@ impl ChanFs {
                                 }
                             },
                         };
-                        g.base_data = has_data(&g.base);
                     }
                 }
             }
@@ -431,7 +428,6 @@ impl ChanFs {
             }
         };
         let c = Arc::new(Mutex::new(Content {
-            base_data: has_data(&base),
             base,
             base_hash: hash,
             dirty: RangeSet::new(),
@@ -532,7 +528,6 @@ impl ChanFs {
             }
             self.submit(ch.into_muts())?;
         }
-        c.base_data = has_data(&m);
         c.base = m;
         c.base_hash = hash;
         c.dirty = RangeSet::new();
@@ -562,14 +557,35 @@ impl ChanFs {
         c.changed = true;
         c.last_write = Some(std::time::Instant::now());
         self.feed(c, off, data);
-        let mut t = lock(&self.tree);
-        if let Ok(n) = t.get_mut(ino) {
-            n.size = c.size;
+        self.written(ino, c.size);
+        Ok(())
+    }
+
+    /// Shows new content of `ino` in its attributes: size, and the time
+    /// of the change.
+    fn written(&self, ino: u64, size: u64) {
+        if let Ok(n) = lock(&self.tree).get_mut(ino) {
+            n.size = size;
             let now = tree::now_ns();
             n.mtime = now;
             n.ctime = now;
         }
-        Ok(())
+    }
+
+    /// Reads up to `len` bytes of `ino` at `off` (fewer at its end).
+    fn read_at(&self, ino: u64, off: u64, len: u64) -> R<Vec<u8>> {
+        let c = self.content(ino, false)?;
+        let g = lock(&c);
+        if off >= g.size {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; len.min(g.size - off) as usize];
+        let io = self.io(Some(&g.staging), &g.base);
+        chunker::read_overlay(&g.base, &g.dirty, off, &mut buf, &io).map_err(|e| {
+            tracing::error!("read inode {ino}: {e}");
+            libc::EIO
+        })?;
+        Ok(buf)
     }
 
     /// Hands bytes written in order to the file's stream, starting one
@@ -600,7 +616,7 @@ impl ChanFs {
                 .first_ending_after(0)
                 .is_some_and(|(s, e)| s == 0 && e >= STREAM_FROM)
         };
-        if c.fed > 0 || end < STREAM_FROM || c.base_data || !from_start(c) {
+        if c.fed > 0 || end < STREAM_FROM || !from_start(c) || has_data(&c.base) {
             return;
         }
         let Ok(s) = Streamer::start(self.store.clone()) else {
@@ -647,7 +663,6 @@ impl ChanFs {
             let base0 = c.base.clone();
             let io = self.io(None, &base0);
             let (base, tail) = chunker::truncate_base(&c.base, n, &io).map_err(|e| io_errno(&e))?;
-            c.base_data = has_data(&base);
             c.base = Arc::new(base);
             c.dirty.truncate(n);
             if let Some((off, bytes)) = tail {
@@ -766,19 +781,12 @@ impl ChanFs {
         if d.size != 0 || !d.base.is_empty() || !d.dirty.is_empty() || d.stream.is_some() {
             return Ok(None);
         }
-        d.base_data = has_data(&base);
         d.base = base;
         d.size = size;
         d.changed = true;
         d.last_write = Some(std::time::Instant::now());
         drop(d);
-        let mut t = lock(&self.tree);
-        if let Ok(n) = t.get_mut(out) {
-            n.size = size;
-            let now = tree::now_ns();
-            n.mtime = now;
-            n.ctime = now;
-        }
+        self.written(out, size);
         Ok(Some(size as u32))
     }
 
@@ -1209,22 +1217,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = &self.0;
-        let r = (|| -> R<Vec<u8>> {
-            let c = fs.content(ino.0, false)?;
-            let g = lock(&c);
-            if offset >= g.size {
-                return Ok(Vec::new());
-            }
-            let n = (u64::from(size)).min(g.size - offset) as usize;
-            let mut buf = vec![0u8; n];
-            let io = fs.io(Some(&g.staging), &g.base);
-            chunker::read_overlay(&g.base, &g.dirty, offset, &mut buf, &io).map_err(|e| {
-                tracing::error!("read inode {}: {e}", ino.0);
-                libc::EIO
-            })?;
-            Ok(buf)
-        })();
+        let r = self.0.read_at(ino.0, offset, u64::from(size));
         match r {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(errno(e)),
@@ -1255,24 +1248,16 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EROFS);
         }
         let r = (|| -> R<u32> {
-            let src = fs.content(ino_in.0, false)?;
             if offset_in == 0 && offset_out == 0 && ino_in != ino_out {
+                let src = fs.content(ino_in.0, false)?;
                 if let Some(n) = fs.share_version(&src, ino_out.0, len)? {
                     return Ok(n);
                 }
             }
-            let buf = {
-                let g = lock(&src);
-                if offset_in >= g.size {
-                    return Ok(0);
-                }
-                let n = len.min(COPY_STEP).min(g.size - offset_in) as usize;
-                let mut buf = vec![0u8; n];
-                let io = fs.io(Some(&g.staging), &g.base);
-                chunker::read_overlay(&g.base, &g.dirty, offset_in, &mut buf, &io)
-                    .map_err(|e| io_errno(&e))?;
-                buf
-            };
+            let buf = fs.read_at(ino_in.0, offset_in, len.min(COPY_STEP))?;
+            if buf.is_empty() {
+                return Ok(0);
+            }
             let dst = fs.content(ino_out.0, false)?;
             fs.write_at(ino_out.0, &mut lock(&dst), offset_out, &buf)?;
             Ok(buf.len() as u32)
