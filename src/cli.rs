@@ -22,8 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the home: identity (key and certificate), config and store.
     Init {
-        /// QUIC listen address for peers (port 0: a free port, chosen now
-        /// and kept).
+        /// QUIC listen address for peers (port 0: a free port below the
+        /// ephemeral range, chosen now and kept).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
         /// Import this X.509 certificate (PEM) instead of generating one.

@@ -163,9 +163,7 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
     if addr.port() == 0 {
         // Peers find a node again at the address they knew: pick a free
         // port once and keep it.
-        let s = std::net::UdpSocket::bind(addr)
-            .with_context(|| format!("no free UDP port on {}", addr.ip()))?;
-        addr = s.local_addr()?;
+        addr = free_port(addr.ip())?;
     }
     let listen = addr.to_string();
     std::fs::create_dir_all(&home.dir)
@@ -180,6 +178,29 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
     std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;
     println!("{}", id.id);
     Ok(())
+}
+
+/// A UDP port free on `ip` now, chosen below the kernel's ephemeral range
+/// when one is free there: a port from that range is handed to the next
+/// program that asks for any port, and the node would find it taken when it
+/// starts later.
+fn free_port(ip: std::net::IpAddr) -> anyhow::Result<std::net::SocketAddr> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FROM: u16 = 10000;
+    if low > FROM + 1000 {
+        for _ in 0..64 {
+            let port = rand::Rng::gen_range(&mut rand::thread_rng(), FROM..low);
+            if let Ok(s) = std::net::UdpSocket::bind((ip, port)) {
+                return Ok(s.local_addr()?);
+            }
+        }
+    }
+    let s =
+        std::net::UdpSocket::bind((ip, 0)).with_context(|| format!("no free UDP port on {ip}"))?;
+    Ok(s.local_addr()?)
 }
 
 fn open_store(home: &Home) -> anyhow::Result<chanfs::store::Store> {

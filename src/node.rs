@@ -40,6 +40,8 @@ pub struct Node {
     ident: Identity,
     chans: Mutex<HashMap<u32, Arc<ChanFs>>>,
     net: OnceLock<Arc<Net>>,
+    /// Why the network did not start, for the commands that need it.
+    net_error: OnceLock<String>,
     store: Arc<Store>,
     hlc: Arc<Hlc>,
     node_id: String,
@@ -276,14 +278,22 @@ impl Node {
         Ok(rec)
     }
 
+    /// The network, or why it is not running.
+    fn running_net(&self) -> Result<&Arc<Net>, String> {
+        self.net.get().ok_or_else(|| {
+            let why = self
+                .net_error
+                .get()
+                .map_or("not started yet", |s| s.as_str());
+            format!("the network is not running ({why})")
+        })
+    }
+
     fn invite(&self, rec: &mut ChannelRec, role: Role) -> Result<String, String> {
         let secret: [u8; 16] = rand::random();
         rec.invites.push((secret, role));
         self.store.put_channel(rec).map_err(|e| e.to_string())?;
-        let addrs = match self.net.get() {
-            Some(n) => n.addresses(),
-            None => return Err("the network is not running".into()),
-        };
+        let addrs = self.running_net()?.addresses();
         Ok(Token {
             channel: rec.id,
             name: rec.name.clone(),
@@ -395,7 +405,7 @@ impl Node {
                         c.name
                     ));
                 }
-                let net = self.net.get().ok_or("the network is not running")?;
+                let net = self.running_net()?;
                 let local = self.store.next_local().map_err(|e| e.to_string())?;
                 let rec = net.join(&t, local).map_err(|e| e.to_string())?;
                 net.kick();
@@ -538,6 +548,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
         ident: ident.clone(),
         chans: Mutex::new(HashMap::new()),
         net: OnceLock::new(),
+        net_error: OnceLock::new(),
         store: store.clone(),
         hlc: Arc::new(Hlc::default()),
         node_id: ident.id.to_string(),
@@ -566,7 +577,11 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
             }
             let _ = node.net.set(Arc::new(net));
         }
-        Err(e) => tracing::error!("network not started (listen {}): {e:#}", cfg.listen),
+        Err(e) => {
+            let why = format!("listen {}: {e:#}", cfg.listen);
+            tracing::error!("network not started ({why})");
+            let _ = node.net_error.set(why);
+        }
     }
     if let Some((channel, dir, allow_other)) = first {
         if let Err(e) = node.mount(&channel, &dir, allow_other) {

@@ -37,7 +37,7 @@ complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "status" -d 'Show the 
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "completions" -d 'Print shell completions for SHELL to standard output'
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "node" -d 'Run the node daemon (started by `mount`; not for direct use)'
 complete -c chanfs -n "__fish_chanfs_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l listen -d 'QUIC listen address for peers (port 0: a free port, chosen now and kept)' -r
+complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l listen -d 'QUIC listen address for peers (port 0: a free port below the ephemeral range, chosen now and kept)' -r
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l cert -d 'Import this X.509 certificate (PEM) instead of generating one' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l key -d 'Private key (PEM, PKCS#8 Ed25519) matching --cert' -r -F
 complete -c chanfs -n "__fish_chanfs_using_subcommand init" -l home -d 'Home directory holding the identity, config and store' -r -F
