@@ -194,8 +194,18 @@ pub struct Member {
 pub enum MemberOp {
     /// Admit (or change the role or addresses of) a member.
     Add(Member),
-    /// Remove a member: it is disconnected and its later entries rejected.
+    /// Remove a member: it is disconnected and all its entries rejected
+    /// (written by builds before [`MemberOp::Retire`]).
     Remove([u8; 32]),
+    /// Remove a member: it is disconnected; the entries it signed up to
+    /// `upto` (those the leader held when it removed it) stay valid, later
+    /// ones are rejected.
+    Retire {
+        /// The member's node id.
+        id: [u8; 32],
+        /// Its last entry that stays valid.
+        upto: u64,
+    },
 }
 
 /// An unsigned journal entry.

@@ -380,7 +380,9 @@ impl Node {
                 if rec.member(&node.0).is_none() {
                     return Err(format!("{node} is not a member of {name:?}"));
                 }
-                self.change_membership(rec, MemberOp::Remove(node.0))?;
+                // What it signed before (the entries held here) stays.
+                let upto = self.store.seq_of(rec.local, &node.0);
+                self.change_membership(rec, MemberOp::Retire { id: node.0, upto })?;
                 Ok(Reply::Ok)
             }
             Request::Invite { name, role } => {

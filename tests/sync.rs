@@ -215,6 +215,10 @@ fn removed_member_is_cut_off() {
     wait_for(10, "before.txt on B", || {
         read(&b.p("before.txt")).filter(|d| d == b"shared")
     });
+    std::fs::write(b.p("early-b.txt"), b"made while a member").unwrap();
+    wait_for(10, "early-b.txt on A", || {
+        read(&a.p("early-b.txt")).filter(|d| d == b"made while a member")
+    });
     common::chanfs_ok(&a.home, &["channel", "remove-member", "work", &b.id()]);
     wait_for(10, "B disconnected", || {
         let s = a.status();
@@ -232,6 +236,18 @@ fn removed_member_is_cut_off() {
         !a.p("from-b.txt").exists(),
         "a removed member's change was taken"
     );
+    // What B made while a member stays, also for a member who joins later
+    // (it gets B's entries after learning that B was removed).
+    let c = Mounted::joined(&a, "rw", "");
+    wait_for(10, "after.txt on C", || {
+        read(&c.p("after.txt")).filter(|d| d == b"not for B")
+    });
+    assert_eq!(
+        read(&c.p("early-b.txt")).as_deref(),
+        Some(&b"made while a member"[..]),
+        "a change the removed member made while a member is missing on a newcomer"
+    );
+    assert!(!c.p("from-b.txt").exists());
 }
 
 #[test]

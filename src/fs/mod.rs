@@ -297,9 +297,10 @@ impl ChanFs {
         }
     }
 
-    /// Applies verified entries of other members, in order. An entry whose
-    /// seq is not the next one of its author is skipped (already held, or
-    /// a gap the next exchange fills). Returns how many were applied.
+    /// Applies verified entries of other members, in order. An entry
+    /// already held is skipped; at a gap (filled by the next exchange) the
+    /// rest waits, since it may depend on what is missing. Returns how many
+    /// were applied.
     pub fn apply_remote(
         &self,
         entries: Vec<(crate::journal::Entry, crate::journal::SignedEntry)>,
@@ -314,8 +315,12 @@ impl ChanFs {
                 let n = next
                     .entry(e.author)
                     .or_insert_with(|| self.store.seq_of(self.chan, &e.author) + 1);
-                if e.seq != *n {
+                if e.seq < *n {
                     continue;
+                }
+                if e.seq > *n {
+                    // What follows may depend on the missing entries.
+                    break;
                 }
                 *n += 1;
                 self.hlc.observe(e.hlc);

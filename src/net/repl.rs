@@ -284,9 +284,19 @@ pub fn apply_membership(rec: &mut ChannelRec, op: &MemberOp) {
                 }
                 x.key = m.key;
             }
-            None => rec.members.push(m.clone()),
+            None => {
+                rec.former.retain(|(x, _)| x.id != m.id);
+                rec.members.push(m.clone());
+            }
         },
         MemberOp::Remove(id) => rec.members.retain(|x| &x.id != id),
+        MemberOp::Retire { id, upto } => {
+            if let Some(i) = rec.members.iter().position(|x| &x.id == id) {
+                let m = rec.members.remove(i);
+                rec.former.retain(|(x, _)| &x.id != id);
+                rec.former.push((m, *upto));
+            }
+        }
     }
 }
 
@@ -1066,15 +1076,18 @@ impl Inner {
                 continue;
             }
             if e.seq != seq + 1 {
-                // A gap: the peer resends from what we have.
-                bad.insert(e.author);
-                continue;
+                // A gap: the peer resends from what we have. The entries
+                // after it may depend on the missing ones (the batch is in
+                // clock order, so causes come first): they wait too.
+                break;
             }
             let verdict = (|| {
                 if e.channel != rec.id {
                     return Err("entry of another channel");
                 }
-                let m = rec.member(&e.author).ok_or("author is not a member")?;
+                let m = rec
+                    .signer(&e.author, e.seq)
+                    .ok_or("author is not a member")?;
                 match &e.op {
                     Op::Membership(_) if e.author != rec.leader => {
                         Err("membership change not signed by the leader")
@@ -1112,7 +1125,7 @@ impl Inner {
         let mut forged = HashSet::new();
         for (author, i) in &last {
             let valid = rec
-                .member(author)
+                .signer(author, ok[*i].0.seq)
                 .and_then(|m| VerifyingKey::from_bytes(&m.key).ok())
                 .is_some_and(|k| ok[*i].1.verify(&k).is_ok());
             if !valid {
@@ -1591,6 +1604,7 @@ impl Inner {
                         leader,
                         members,
                         invites: Vec::new(),
+                        former: Vec::new(),
                     };
                     self.store.put_channel(&rec)?;
                     Ok(rec)

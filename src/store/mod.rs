@@ -105,12 +105,52 @@ pub struct ChannelRec {
     pub members: Vec<Member>,
     /// One-time invitation secrets this node (the leader) handed out.
     pub invites: Vec<([u8; 16], Role)>,
+    /// Removed members, each with its last entry that stays valid.
+    pub former: Vec<(Member, u64)>,
+}
+
+/// [`ChannelRec`] as stored before removed members were kept.
+#[derive(Deserialize)]
+struct ChannelRecV0 {
+    local: u32,
+    id: [u8; 16],
+    name: String,
+    leader: [u8; 32],
+    members: Vec<Member>,
+    invites: Vec<([u8; 16], Role)>,
 }
 
 impl ChannelRec {
     /// The member with node id `id`.
     pub fn member(&self, id: &[u8; 32]) -> Option<&Member> {
         self.members.iter().find(|m| &m.id == id)
+    }
+
+    /// Who may have signed entry `seq` of `author`: a member, or a removed
+    /// member for the entries it made before its removal.
+    pub fn signer(&self, author: &[u8; 32], seq: u64) -> Option<&Member> {
+        self.member(author).or_else(|| {
+            self.former
+                .iter()
+                .find(|(m, upto)| &m.id == author && seq <= *upto)
+                .map(|(m, _)| m)
+        })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<ChannelRec, StoreError> {
+        if let Ok(rec) = postcard::from_bytes::<ChannelRec>(bytes) {
+            return Ok(rec);
+        }
+        let v0: ChannelRecV0 = postcard::from_bytes(bytes)?;
+        Ok(ChannelRec {
+            local: v0.local,
+            id: v0.id,
+            name: v0.name,
+            leader: v0.leader,
+            members: v0.members,
+            invites: v0.invites,
+            former: Vec::new(),
+        })
     }
 }
 
@@ -573,7 +613,7 @@ impl Store {
         let mut out = Vec::new();
         for item in r.open_table(CHANNELS)?.iter()? {
             let (_, v) = item?;
-            out.push(postcard::from_bytes(v.value())?);
+            out.push(ChannelRec::decode(v.value())?);
         }
         Ok(out)
     }
@@ -606,6 +646,7 @@ impl Store {
                 addrs: Vec::new(),
             }],
             invites: Vec::new(),
+            former: Vec::new(),
         };
         let mut w = self.db.begin_write()?;
         w.set_durability(Durability::Immediate)?;
@@ -884,6 +925,41 @@ impl Committer {
 mod tests {
     use super::*;
     use crate::journal::{FileId, NodeKind};
+
+    /// A channel record stored before removed members were kept still
+    /// loads (with none); a new one round-trips with them.
+    #[test]
+    fn channel_records_of_both_layouts_load() {
+        let m = Member {
+            id: [1; 32],
+            key: [2; 32],
+            role: Role::Ro,
+            addrs: vec!["127.0.0.1:7".into()],
+        };
+        let old = (
+            7u32,
+            [3u8; 16],
+            "work".to_string(),
+            [4u8; 32],
+            vec![m.clone()],
+        );
+        let invites: Vec<([u8; 16], Role)> = vec![([5; 16], Role::Rw)];
+        let bytes = postcard::to_allocvec(&(old.0, old.1, &old.2, old.3, &old.4, &invites))
+            .expect("encode");
+        let rec = ChannelRec::decode(&bytes).expect("old layout");
+        assert_eq!((rec.local, rec.name.as_str()), (7, "work"));
+        assert_eq!(rec.members, vec![m.clone()]);
+        assert_eq!(rec.invites, invites);
+        assert!(rec.former.is_empty());
+        let mut new = rec.clone();
+        new.members.clear();
+        new.former.push((m, 9));
+        let back =
+            ChannelRec::decode(&postcard::to_allocvec(&new).expect("encode")).expect("new layout");
+        assert_eq!(back.former, new.former);
+        assert_eq!(back.signer(&[1; 32], 9).map(|m| m.role), Some(Role::Ro));
+        assert!(back.signer(&[1; 32], 10).is_none());
+    }
 
     /// Journal entries commit in order, numbered densely, signed by the
     /// node's key, and survive a reopen.

@@ -987,9 +987,11 @@ fn deletes_while_offline_apply_on_return() {
     deletes_while_offline(true);
 }
 
-/// The same without causal delivery, as the protocol delivers today.
+/// The same without causal delivery. The network delivers causally (a
+/// sender merges authors in clock order, a receiver stops a batch at a
+/// gap), so this is robustness beyond what the protocol needs.
 #[test]
-#[ignore = "known gap: without causal delivery the returning node may get \
+#[ignore = "not needed by the protocol: without causal delivery the returning node may get \
             node 1's rmdir of /gone before node 0's unlink of /gone/g1; the \
             rmdir is skipped (directory not empty) and /gone stays there \
             forever (see report)"]
@@ -1381,9 +1383,10 @@ fn random_workload_converges() {
     random_workload(true);
 }
 
-/// The same workload with today's delivery, which is not causal.
+/// The same workload without causal delivery, which the network gives
+/// (see `deletes_while_offline_apply_on_return_without_causal_delivery`).
 #[test]
-#[ignore = "known gap: an entry can arrive before the entry that created the \
+#[ignore = "not needed by the protocol: an entry can arrive before the entry that created the \
             node or directory it names (another author's); Create then falls \
             back to the root and Move/Link/Content/SetAttr/Xattr are skipped, \
             for good (see report)"]
