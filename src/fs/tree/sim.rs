@@ -431,8 +431,8 @@ struct Sim {
     offline: Vec<bool>,
     seed: u64,
     /// Apply an entry only once everything its author held when making it
-    /// is applied (causal delivery). The real protocol does not do this
-    /// today; see `random_workload_without_causal_delivery_converges`.
+    /// is applied (causal delivery, as the network gives: senders merge
+    /// authors in clock order, receivers stop a batch at a gap).
     causal: bool,
     /// Causal dependencies of every entry made so far.
     deps: HashMap<([u8; 32], u64), Vv>,
@@ -1428,3 +1428,4 @@ fn random_workload_with_every_operation_converges() {
         random_run(seed, 60, &ops, true).converged();
     }
 }
+
