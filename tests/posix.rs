@@ -315,3 +315,55 @@ fn statfs_reports_the_home_filesystem() {
     assert!(s.blocks() > 0);
     assert_eq!(s.name_max(), 255);
 }
+
+/// Runs `sh -c script` as user nobody (uid and gid 65534, no groups) with
+/// `dir` as working directory; returns whether it succeeded.
+fn as_nobody(dir: &std::path::Path, script: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", script])
+        .current_dir(dir)
+        .status()
+        .expect("setpriv (util-linux)")
+        .success()
+}
+
+/// Set-user-id and set-group-id bits go as Linux takes them away: on a
+/// write or truncate by an unprivileged user, on any chown of a file; a
+/// write by root keeps them, and set-group-id without group execute
+/// (mandatory locking) stays.
+#[test]
+fn set_id_bits_are_cleared_by_write_truncate_and_chown() {
+    let m = Mounted::with_args(&["--allow-other"]);
+    fs::set_permissions(m.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mode = |name: &str| fs::metadata(m.p(name)).unwrap().mode() & 0o7777;
+    let make = |name: &str, mode: u32| {
+        fs::write(m.p(name), b"x").unwrap();
+        fs::set_permissions(m.p(name), fs::Permissions::from_mode(mode)).unwrap();
+    };
+    make("suid", 0o4777);
+    make("sgid", 0o2777);
+    make("lockgid", 0o2767);
+    make("trunc", 0o6777);
+    make("rootw", 0o4777);
+    make("chowned", 0o6755);
+    assert!(as_nobody(
+        &m.mnt,
+        "printf y >> suid && printf y >> sgid && printf y >> lockgid && truncate -s 0 trunc"
+    ));
+    assert_eq!(mode("suid"), 0o777);
+    assert_eq!(mode("sgid"), 0o777);
+    assert_eq!(mode("lockgid"), 0o2767);
+    assert_eq!(mode("trunc"), 0o777);
+    assert_eq!(fs::read(m.p("suid")).unwrap(), b"xy");
+    assert_eq!(fs::metadata(m.p("trunc")).unwrap().len(), 0);
+    OpenOptions::new()
+        .append(true)
+        .open(m.p("rootw"))
+        .unwrap()
+        .write_all(b"y")
+        .unwrap();
+    assert_eq!(mode("rootw"), 0o4777);
+    nix::unistd::chown(&m.p("chowned"), Some(1234.into()), None).unwrap();
+    assert_eq!(mode("chowned"), 0o755);
+}

@@ -195,6 +195,18 @@ fn file_type(k: NodeKind) -> FileType {
     }
 }
 
+/// The mode `perm` becomes when a write, truncate or chown kills its
+/// set-id bits, as Linux does: set-user-id always, set-group-id when group
+/// execute is set (without it the bit marks mandatory locking). `None`
+/// when nothing changes.
+fn killed_suidgid(perm: u32) -> Option<u32> {
+    let mut m = perm & !libc::S_ISUID;
+    if perm & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    (m != perm).then_some(m)
+}
+
 fn attr(ino: u64, n: &Node) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -568,6 +580,20 @@ impl ChanFs {
 
     /// Shows new content of `ino` in its attributes: size, and the time
     /// of the change.
+    /// Clears the set-id bits of file `ino` after an unprivileged write
+    /// (the kernel asks for it with the write).
+    fn kill_suidgid(&self, ino: u64) -> R<()> {
+        let perm = lock(&self.tree).get(ino)?.perm;
+        if let Some(mode) = killed_suidgid(perm) {
+            let a = AttrChange {
+                mode: Some(mode),
+                ..AttrChange::default()
+            };
+            self.change(|t, hlc, ch| t.set_attr(ino, &a, hlc, ch))?;
+        }
+        Ok(())
+    }
+
     fn written(&self, ino: u64, size: u64) {
         if let Ok(n) = lock(&self.tree).get_mut(ino) {
             n.size = size;
@@ -894,6 +920,11 @@ impl Filesystem for FuseFs {
             InitFlags::FUSE_ASYNC_READ,
             InitFlags::FUSE_BIG_WRITES,
             InitFlags::FUSE_MAX_PAGES,
+            // We clear set-user/group-id bits on write, truncate and chown
+            // ourselves; in exchange the kernel stops asking for
+            // security.capability before every write(2) (a round trip as
+            // costly as the write's own).
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(f);
         }
@@ -929,7 +960,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -951,6 +982,18 @@ impl Filesystem for FuseFs {
         let r = (|| -> R<FileAttr> {
             if fs.is_readonly() {
                 return Err(libc::EROFS);
+            }
+            // The kernel leaves clearing set-id bits to us (see `init`): a
+            // chown of a non-directory clears them, and so does a truncate
+            // by a caller without CAP_FSETID (taken as: not root).
+            let mut mode = mode;
+            let chown = uid.is_some() || gid.is_some();
+            if mode.is_none() && (chown || (size.is_some() && req.uid() != 0)) {
+                let t = lock(&fs.tree);
+                let n = t.get(ino)?;
+                if n.kind != NodeKind::Dir {
+                    mode = killed_suidgid(n.perm);
+                }
             }
             if let Some(n) = size {
                 let c = fs.content(ino, false)?;
@@ -1280,7 +1323,7 @@ impl Filesystem for FuseFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1288,6 +1331,11 @@ impl Filesystem for FuseFs {
         let fs = &self.0;
         if fs.is_readonly() {
             return reply.error(Errno::EROFS);
+        }
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = fs.kill_suidgid(ino.0) {
+                return reply.error(errno(e));
+            }
         }
         let r = fs
             .content(ino.0, false)

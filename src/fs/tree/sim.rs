@@ -1428,4 +1428,3 @@ fn random_workload_with_every_operation_converges() {
         random_run(seed, 60, &ops, true).converged();
     }
 }
-
