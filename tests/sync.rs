@@ -8,7 +8,14 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{random_bytes, wait_for, Mounted};
+use chanfs::identity::NodeId;
+use chanfs::net::delta;
+use chanfs::net::frame::{decode, read_frame_bytes, write_frame};
+use chanfs::net::proto::{ChunkReply, DeltaReply, Open, Token};
+use chanfs::net::tls;
+use chanfs::store::chunker;
+use chanfs::store::manifest::{Extent, Manifest};
+use common::{chanfs_ok, random_bytes, wait_for, Mounted};
 
 fn read(p: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
@@ -548,4 +555,164 @@ fn bootstrap_peers_from_the_config_are_dialed() {
     b.mount(&[]);
     let got = wait_for(10, "after-move.txt on B", || read(&b.p("after-move.txt")));
     assert_eq!(got, b"A moved");
+}
+
+/// A chunk's hash and bytes.
+type Chunk<'a> = ([u8; 32], &'a [u8]);
+
+/// The chunks `data` is cut into, and its manifest.
+fn chunked(data: &[u8]) -> (Vec<Chunk<'_>>, Manifest) {
+    let chunks: Vec<Chunk> = chunker::cut(data)
+        .into_iter()
+        .map(|(off, len)| {
+            let b = &data[off..off + len];
+            (*blake3::hash(b).as_bytes(), b)
+        })
+        .collect();
+    let m = Manifest::from_extents(
+        chunks
+            .iter()
+            .map(|(h, b)| Extent {
+                len: b.len() as u64,
+                hash: Some(*h),
+            })
+            .collect(),
+    );
+    (chunks, m)
+}
+
+/// Sends `open` on a new stream of `conn`; returns the raw reply frames.
+async fn ask(conn: &quinn::Connection, open: &Open) -> anyhow::Result<Vec<Vec<u8>>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, open).await?;
+    send.finish()?;
+    let mut frames = Vec::new();
+    while let Some(f) = read_frame_bytes(&mut recv).await? {
+        frames.push(f);
+    }
+    Ok(frames)
+}
+
+/// A node in two channels serves a member of one of them only that
+/// channel's content. Without an index while the member is in every
+/// channel there, with one once it is not; asked directly (as the member,
+/// over QUIC), chunks and manifests of the other channel are answered as
+/// content the node does not have, though it holds them.
+#[test]
+fn a_member_is_served_only_its_channels() {
+    let a = Mounted::new();
+    let mut b = Mounted::joined(&a, "rw", "");
+    // B is in every channel of A.
+    let early = random_bytes(300_000, 31);
+    std::fs::write(a.p("early.bin"), &early).unwrap();
+    wait_for(10, "early.bin on B", || {
+        read(&b.p("early.bin")).filter(|d| d == &early)
+    });
+    // A's second channel has no B.
+    let private = a.another_channel("private");
+    let secret = random_bytes(1 << 20, 32);
+    std::fs::write(private.p("secret.bin"), &secret).unwrap();
+    assert_eq!(std::fs::read(private.p("secret.bin")).unwrap(), secret);
+    let v1 = random_bytes(1 << 20, 33);
+    std::fs::write(a.p("shared.bin"), &v1).unwrap();
+    wait_for(10, "shared.bin on B", || {
+        read(&b.p("shared.bin")).filter(|d| d == &v1)
+    });
+    let mut v2 = v1.clone();
+    v2[500_000..504_096].fill(0xAB);
+    std::fs::write(a.p("shared.bin"), &v2).unwrap();
+    wait_for(10, "shared.bin's new version on B", || {
+        read(&b.p("shared.bin")).filter(|d| d == &v2)
+    });
+    let mut names: Vec<String> = std::fs::read_dir(&b.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["early.bin", "shared.bin"]);
+
+    // B's node ends; its identity asks A itself.
+    b.unmount();
+    let token = chanfs_ok(&a.home, &["channel", "invite", "work", "--role", "rw"]);
+    let token = Token::decode(token.trim()).unwrap();
+    let addr: std::net::SocketAddr = token.addrs[0].parse().unwrap();
+    let ident = chanfs::identity::load(&b.home).unwrap();
+    let (c1, m1) = chunked(&v1);
+    let (_, m2) = chunked(&v2);
+    let (cs, ms) = chunked(&secret);
+    // Work's and the secret's chunks, interleaved, in one request.
+    let mixed: Vec<(bool, [u8; 32], &[u8])> = c1
+        .iter()
+        .map(|(h, b)| (true, *h, *b))
+        .zip(cs.iter().map(|(h, b)| (false, *h, *b)))
+        .flat_map(|(w, s)| [w, s])
+        .collect();
+    let chunks = Open::Chunks {
+        channel: token.channel,
+        hashes: mixed.iter().map(|(_, h, _)| *h).collect(),
+    };
+    let delta = |old: &Manifest, new: &Manifest| Open::Delta {
+        channel: token.channel,
+        old: old.hash(),
+        new: new.hash(),
+    };
+    let asks = [chunks, delta(&m1, &m2), delta(&m1, &ms), delta(&ms, &m2)];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let replies = rt.block_on(async {
+        let ep = tls::endpoint("127.0.0.1:0".parse().unwrap(), &ident).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // A may still hold B's node's connection for a moment: retry.
+        let replies = loop {
+            let r = async {
+                let conn =
+                    tls::connect(&ep, &ident, addr, tls::ALPN, Some(NodeId(token.leader))).await?;
+                let mut out = Vec::new();
+                for open in &asks {
+                    out.push(ask(&conn, open).await?);
+                }
+                conn.close(0u32.into(), b"done");
+                anyhow::Ok(out)
+            };
+            match r.await {
+                Ok(out) => break out,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("asking A: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("asking A: {e}"),
+            }
+        };
+        ep.wait_idle().await;
+        replies
+    });
+    // One reply per chunk: the work ones with their bytes, the secret ones
+    // missing (the stream ends normally).
+    assert_eq!(replies[0].len(), mixed.len());
+    for (i, ((work, _, bytes), frame)) in mixed.iter().zip(&replies[0]).enumerate() {
+        match decode::<ChunkReply>(frame).unwrap() {
+            ChunkReply::Found(b) => assert!(*work && b == *bytes, "chunk {i} (work: {work})"),
+            ChunkReply::Missing => assert!(!work, "work's chunk {i} missing"),
+        }
+    }
+    // The edit's delta rebuilds the new chunks; deltas naming the secret's
+    // manifest are unavailable.
+    let [frame] = &replies[1][..] else {
+        panic!("{} delta replies", replies[1].len())
+    };
+    let DeltaReply::Region { pre, suf, middle } = decode(frame).unwrap() else {
+        panic!("work's delta unavailable")
+    };
+    let (p, oe, ne) = delta::changed(&m1, &m2);
+    let start: u64 = m1.extents()[..p].iter().map(|e| e.len).sum();
+    let len: u64 = m1.extents()[p..oe].iter().map(|e| e.len).sum();
+    let old = &v1[start as usize..(start + len) as usize];
+    let rebuilt = delta::rebuild(old, pre, suf, &middle, &m2.extents()[p..ne]);
+    assert!(rebuilt.is_some_and(|c| !c.is_empty()));
+    for r in &replies[2..] {
+        let [frame] = &r[..] else {
+            panic!("{} delta replies", r.len())
+        };
+        let reply: DeltaReply = decode(frame).unwrap();
+        assert!(matches!(reply, DeltaReply::Unavailable), "{reply:?}");
+    }
 }

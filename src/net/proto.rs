@@ -74,7 +74,8 @@ pub enum DeltaReply {
         #[serde(with = "serde_bytes")]
         middle: Vec<u8>,
     },
-    /// Not available here (too large, or content not stored).
+    /// Not available here (too large, content not stored, or a version
+    /// not of the channel).
     Unavailable,
 }
 
@@ -108,7 +109,7 @@ pub enum ChanMsg {
 pub enum ChunkReply {
     /// The chunk's bytes.
     Found(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Not stored here.
+    /// Not stored here, or not of the channel asked about.
     Missing,
 }
 

@@ -1,5 +1,6 @@
 //! Replication between members: connections, channel streams, the version
-//! vector exchange, pushing new entries at once, chunk requests and joins.
+//! vector exchange, pushing new entries at once, chunk requests (a member is
+//! served only its own channels' content) and joins.
 //! Everything received is verified (signature, membership, role, hash)
 //! before it reaches the node; anything malformed closes its stream with a
 //! log line and changes nothing.
@@ -23,7 +24,7 @@ use super::tls;
 use crate::identity::{node_id_of_key, Identity, NodeId};
 use crate::journal::{Entry, Member, MemberOp, Op, Role, SignedEntry};
 use crate::store::manifest::Manifest;
-use crate::store::{ChannelRec, Hash, Mut, Store, Vv};
+use crate::store::{ChannelRec, Hash, Mut, Store, StoreError, Vv};
 
 /// Entries per frame.
 const BATCH: usize = 512;
@@ -76,6 +77,69 @@ impl Batch {
     }
 }
 
+/// What one channel's journal references, as far as it has been read: the
+/// manifests of its content entries (every author, every version) and their
+/// chunks. A member of the channel is served these and nothing else.
+#[derive(Default)]
+struct Scope {
+    /// Per author, the last seq read.
+    read: Vv,
+    manifests: HashSet<Hash>,
+    chunks: HashSet<Hash>,
+}
+
+impl Scope {
+    /// What the entries of channel `local` after `read` reference, with the
+    /// vector read up to.
+    fn scan(store: &Store, local: u32, read: &Vv) -> Result<Scope, StoreError> {
+        let mut out = Scope {
+            read: read.clone(),
+            ..Scope::default()
+        };
+        for (author, held) in store.vv(local) {
+            loop {
+                let done = out.read.get(&author).copied().unwrap_or(0);
+                if done >= held {
+                    break;
+                }
+                let list = store.journal_from(local, &author, done + 1, BATCH)?;
+                // Entries submitted but not committed yet are read next time.
+                if list.is_empty() {
+                    break;
+                }
+                // An author's entries are numbered densely.
+                out.read.insert(author, done + list.len() as u64);
+                for se in list {
+                    let op = se.decode().map(|e| e.op);
+                    let Ok(Op::Content {
+                        manifest: Some(h), ..
+                    }) = op
+                    else {
+                        continue;
+                    };
+                    if out.manifests.insert(h) {
+                        let m = store.manifest_bytes(&h)?;
+                        if let Some(m) = m.and_then(|b| Manifest::from_bytes(&b).ok()) {
+                            out.chunks.extend(m.chunk_hashes().copied());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds what a later scan found.
+    fn merge(&mut self, more: Scope) {
+        for (a, seq) in more.read {
+            let e = self.read.entry(a).or_default();
+            *e = (*e).max(seq);
+        }
+        self.manifests.extend(more.manifests);
+        self.chunks.extend(more.chunks);
+    }
+}
+
 struct Conn {
     conn: quinn::Connection,
     dialed_by_me: bool,
@@ -125,6 +189,11 @@ struct Inner {
     chan_bytes: Mutex<HashMap<u32, (u64, u64)>>,
     /// Entries received per channel and not applied yet.
     applying: Mutex<HashMap<u32, u64>>,
+    /// What each channel (by id) references, built when first needed: only
+    /// a peer missing from some channel held here asks for it.
+    scopes: Mutex<HashMap<[u8; 16], Scope>>,
+    /// Held while a scope is brought up to date (one scan at a time).
+    scanning: tokio::sync::Mutex<()>,
     prefetch: Arc<Semaphore>,
     fetch_timeout: Duration,
     advertise: Vec<String>,
@@ -340,6 +409,8 @@ impl Net {
             tokens: AtomicU64::new(1),
             chan_bytes: Mutex::new(HashMap::new()),
             applying: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(HashMap::new()),
+            scanning: tokio::sync::Mutex::new(()),
             prefetch: Arc::new(Semaphore::new(PREFETCH_SLOTS)),
             fetch_timeout,
             advertise,
@@ -510,6 +581,56 @@ impl Inner {
 
     fn channel_by_id(&self, id: &[u8; 16]) -> Option<ChannelRec> {
         self.channels().into_iter().find(|c| &c.id == id)
+    }
+
+    /// Channel `id` if `peer` is a member of it, and whether `peer` is a
+    /// member of every channel held here (then everything stored is its).
+    fn member_of(&self, peer: &[u8; 32], id: &[u8; 16]) -> Option<(ChannelRec, bool)> {
+        let chans = self.channels();
+        let everywhere = chans.iter().all(|c| c.member(peer).is_some());
+        let rec = chans
+            .into_iter()
+            .find(|c| &c.id == id && c.member(peer).is_some())?;
+        Some((rec, everywhere))
+    }
+
+    /// Which of `hashes` channel `rec`'s journal references (in the set
+    /// `pick` names: chunks or manifests). A hash the scope lacks brings it
+    /// up to date first, reading only the entries after those read before.
+    async fn in_scope(
+        &self,
+        rec: &ChannelRec,
+        hashes: &[Hash],
+        pick: fn(&Scope) -> &HashSet<Hash>,
+    ) -> anyhow::Result<Vec<bool>> {
+        let check = |s: Option<&Scope>| -> Vec<bool> {
+            let s = s.map(pick);
+            hashes
+                .iter()
+                .map(|h| s.is_some_and(|s| s.contains(h)))
+                .collect()
+        };
+        let known = || {
+            let scopes = lock(&self.scopes);
+            let s = scopes.get(&rec.id);
+            (check(s), s.map(|s| s.read.clone()).unwrap_or_default())
+        };
+        let (found, _) = known();
+        if found.iter().all(|f| *f) {
+            return Ok(found);
+        }
+        // Requests arriving during a scan find its result.
+        let _scan = self.scanning.lock().await;
+        let (found, read) = known();
+        if found.iter().all(|f| *f) {
+            return Ok(found);
+        }
+        let (store, local) = (self.store.clone(), rec.local);
+        let more = tokio::task::spawn_blocking(move || Scope::scan(&store, local, &read)).await??;
+        let mut scopes = lock(&self.scopes);
+        let s = scopes.entry(rec.id).or_default();
+        s.merge(more);
+        Ok(check(Some(s)))
     }
 
     /// Channels both we and `peer` belong to.
@@ -743,19 +864,32 @@ impl Inner {
                 anyhow::bail!("join on a member connection");
             }
             Open::Chunks { channel, hashes } => {
-                let Some(rec) = self
-                    .channel_by_id(&channel)
-                    .filter(|r| r.member(&peer).is_some() && hashes.len() <= MAX_CHUNKS)
+                let Some((rec, everywhere)) = self
+                    .member_of(&peer, &channel)
+                    .filter(|_| hashes.len() <= MAX_CHUNKS)
                 else {
                     let _ = send.reset(code::PROTOCOL.into());
                     anyhow::bail!("refused a chunk request");
                 };
-                for h in hashes {
-                    // Chunks just written or read are in the page cache.
-                    let reply = self
-                        .store
-                        .chunk_bytes(&h)
-                        .map_or(ChunkReply::Missing, ChunkReply::Found);
+                let ours = match everywhere {
+                    true => vec![true; hashes.len()],
+                    false => self.in_scope(&rec, &hashes, |s| &s.chunks).await?,
+                };
+                for (h, ours) in hashes.into_iter().zip(ours) {
+                    // Chunks just written or read are in the page cache. A
+                    // chunk of another channel is one we do not have.
+                    let bytes = if ours {
+                        self.store.chunk_bytes(&h)
+                    } else {
+                        tracing::debug!(
+                            "chunk {} asked by {} is not of channel {}",
+                            data_encoding::HEXLOWER.encode(&h[..8]),
+                            short(&peer),
+                            rec.name
+                        );
+                        None
+                    };
+                    let reply = bytes.map_or(ChunkReply::Missing, ChunkReply::Found);
                     if let ChunkReply::Found(b) = &reply {
                         self.count(rec.local, 0, b.len());
                     }
@@ -765,9 +899,23 @@ impl Inner {
                 Ok(())
             }
             Open::Delta { channel, old, new } => {
-                let allowed = self
-                    .channel_by_id(&channel)
-                    .is_some_and(|r| r.member(&peer).is_some());
+                let allowed = match self.member_of(&peer, &channel) {
+                    Some((_, true)) => true,
+                    Some((rec, false)) => {
+                        let pair = [old, new];
+                        let ours = self.in_scope(&rec, &pair, |s| &s.manifests).await?;
+                        let ours = ours.iter().all(|o| *o);
+                        if !ours {
+                            tracing::debug!(
+                                "delta asked by {} is not of channel {}",
+                                short(&peer),
+                                rec.name
+                            );
+                        }
+                        ours
+                    }
+                    None => false,
+                };
                 let store = self.store.clone();
                 let reply = if !allowed {
                     DeltaReply::Unavailable
@@ -1643,5 +1791,106 @@ impl Inner {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::FileId;
+    use crate::store::manifest::Extent;
+    use ed25519_dalek::SigningKey;
+
+    /// A content entry of `chan` naming a new manifest of chunks `chunks`
+    /// (submitted as this node's, or as `remote`'s when given); returns
+    /// the manifest's hash.
+    fn content(
+        s: &Store,
+        chan: &ChannelRec,
+        chunks: &[u8],
+        remote: Option<(&SigningKey, u64)>,
+    ) -> Hash {
+        let m = Manifest::from_extents(
+            chunks
+                .iter()
+                .map(|c| Extent {
+                    len: 100,
+                    hash: Some([*c; 32]),
+                })
+                .collect(),
+        );
+        let h = m.hash();
+        let op = Op::Content {
+            id: FileId::new([1; 8], u64::from(chunks[0])),
+            manifest: Some(h),
+            size: m.len(),
+            replaces: None,
+            mtime: 0,
+        };
+        let entry = match remote {
+            None => Mut::Journal(chan.local, 1_000 + u64::from(chunks[0]), op),
+            Some((key, seq)) => {
+                let author = key.verifying_key().to_bytes();
+                let e = Entry {
+                    version: 1,
+                    channel: chan.id,
+                    author,
+                    seq,
+                    hlc: 1,
+                    op,
+                    prev: s.head_of(chan.local, &author),
+                };
+                let se = SignedEntry::sign(&e, key).expect("sign");
+                Mut::Remote(chan.local, author, seq, se)
+            }
+        };
+        s.submit(vec![Mut::Manifest(h, m.to_bytes()), entry])
+            .expect("submit");
+        h
+    }
+
+    /// A channel's scope holds the manifests and chunks its journal names
+    /// (every author), none of another channel's, and a later scan reads
+    /// only the entries after the ones read before.
+    #[test]
+    fn scope_holds_what_the_channel_references() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), SigningKey::from_bytes(&[9; 32]), [3; 32]).expect("open");
+        let work = s.create_channel("work").expect("channel");
+        let private = s.create_channel("private").expect("channel");
+        let other = SigningKey::from_bytes(&[5; 32]);
+        let m1 = content(&s, &work, &[1, 2], None);
+        let m2 = content(&s, &work, &[3], Some((&other, 1)));
+        let mp = content(&s, &private, &[2, 7], None);
+        s.sync().expect("sync");
+
+        let mut scope = Scope::scan(&s, work.local, &Vv::new()).expect("scan");
+        assert!(scope.manifests.contains(&m1) && scope.manifests.contains(&m2));
+        assert!(!scope.manifests.contains(&mp));
+        for c in [1, 2, 3] {
+            assert!(scope.chunks.contains(&[c; 32]), "chunk {c}");
+        }
+        // Chunk 2 is shared (deduplicated); chunk 7 is the private one's only.
+        assert!(!scope.chunks.contains(&[7; 32]));
+        assert_eq!(scope.read.values().sum::<u64>(), 2);
+
+        // Nothing new: nothing read.
+        let none = Scope::scan(&s, work.local, &scope.read).expect("scan");
+        assert!(none.manifests.is_empty() && none.chunks.is_empty());
+
+        // A new version in work brings its chunks in, and only it is read.
+        let m3 = content(&s, &work, &[7, 8], Some((&other, 2)));
+        s.sync().expect("sync");
+        let more = Scope::scan(&s, work.local, &scope.read).expect("scan");
+        assert_eq!(more.manifests, HashSet::from([m3]));
+        scope.merge(more);
+        assert!(scope.chunks.contains(&[7; 32]) && scope.chunks.contains(&[1; 32]));
+        assert!(scope.manifests.contains(&m1) && scope.manifests.contains(&m3));
+        assert_eq!(scope.read.values().sum::<u64>(), 3);
+
+        let private = Scope::scan(&s, private.local, &Vv::new()).expect("scan");
+        assert_eq!(private.manifests, HashSet::from([mp]));
+        assert!(!private.chunks.contains(&[1; 32]));
+        s.close().expect("close");
     }
 }

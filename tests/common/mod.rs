@@ -310,3 +310,44 @@ impl Mounted {
         self.channel = leader.channel.clone();
     }
 }
+
+/// A further channel of a home, mounted at its own directory by the same
+/// node. Unmounted on drop: declare it after the home's [`Mounted`], so
+/// that it goes first and the node ends with the home's own mount.
+pub struct Another {
+    pub home: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl Mounted {
+    /// Creates channel `name` led by this home's node and mounts it at a
+    /// new directory next to this guard's mount.
+    pub fn another_channel(&self, name: &str) -> Another {
+        chanfs_ok(&self.home, &["channel", "create", name]);
+        let mnt = self.tmp.path().join(format!("mnt-{name}"));
+        std::fs::create_dir(&mnt).unwrap();
+        chanfs_ok(&self.home, &["mount", name, mnt.to_str().unwrap()]);
+        Another {
+            home: self.home.clone(),
+            mnt,
+        }
+    }
+}
+
+impl Another {
+    /// A path inside the mount.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+}
+
+impl Drop for Another {
+    fn drop(&mut self) {
+        let _ = chanfs(&self.home, &["unmount", self.mnt.to_str().unwrap()]);
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .output();
+    }
+}
