@@ -578,8 +578,6 @@ impl ChanFs {
         Ok(())
     }
 
-    /// Shows new content of `ino` in its attributes: size, and the time
-    /// of the change.
     /// Clears the set-id bits of file `ino` after an unprivileged write
     /// (the kernel asks for it with the write).
     fn kill_suidgid(&self, ino: u64) -> R<()> {
@@ -594,6 +592,8 @@ impl ChanFs {
         Ok(())
     }
 
+    /// Shows new content of `ino` in its attributes: size, and the time
+    /// of the change.
     fn written(&self, ino: u64, size: u64) {
         if let Ok(n) = lock(&self.tree).get_mut(ino) {
             n.size = size;
