@@ -135,8 +135,9 @@ def many_content(base, i):
     return bytes(b)
 
 
-def poll_many(bdir, n, base, deadline, conn):
-    """Child process: until every f{i:06} in bdir has its content on B."""
+def poll_many(bdir, n, base, deadline, conn, done):
+    """Child process: until every f{i:06} in bdir has its content on B.
+    Throttled while A still creates files (done not set), flat out after."""
     pending = set(range(n))
     last = "directory missing"
     t_listed = None
@@ -177,9 +178,14 @@ def poll_many(bdir, n, base, deadline, conn):
             if now() > deadline:
                 conn.send(("timeout", f"{len(pending)} of {n} not readable; last: {last}"))
                 return
-            # Listing 10,000 names takes a while: at most a quarter of a CPU,
-            # so that the poller does not slow down what it measures.
-            time.sleep(max(0.005, 3 * (now() - t_pass)))
+            # Listing 10,000 names takes a while: at most a quarter of a CPU
+            # while A creates, so that the poller does not slow down what it
+            # measures; once A closed its last file, as fast as a reader goes
+            # (a long pause after a long pass would be timed, not B).
+            if not done.is_set():
+                done.wait(max(0.005, 3 * (now() - t_pass)))
+            else:
+                time.sleep(0.003)
         conn.send(("ok", now(), t_listed))
     except Exception as e:  # noqa: BLE001 - report anything to the parent
         conn.send(("timeout", f"poller failed: {e!r}"))
@@ -540,13 +546,15 @@ class Bench:
         base = os.urandom(4096)
         ctx = multiprocessing.get_context("fork")
         pconn, cconn = ctx.Pipe(duplex=False)
+        done = ctx.Event()
         child = ctx.Process(target=poll_many,
-                            args=(bdir, n, base, now() + self.args.timeout + 600, cconn))
+                            args=(bdir, n, base, now() + self.args.timeout + 600, cconn, done))
         child.start()
         os.makedirs(adir)
         t_start = now()
         for i in range(n):
             t_last = write_file(os.path.join(adir, f"f{i:06}"), many_content(base, i))
+        done.set()
         create_s = t_last - t_start
         deadline = t_last + self.args.timeout
         res = None
