@@ -516,7 +516,7 @@ impl ChanFs {
                     mtime: t.get(ino).map(|n| n.mtime).unwrap_or(0),
                     stamp,
                 };
-                t.content_conflict(ino, ours, tree::now_ns(), &mut ch, &mut fx);
+                t.content_conflict(ino, ours, &c.base_hash, tree::now_ns(), &mut ch, &mut fx);
                 if let Ok(n) = t.get_mut(ino) {
                     if n.content == hash {
                         n.manifest = Some(m.clone());

@@ -125,6 +125,10 @@ struct Rare {
     /// The name it claims in its parent while an older node holds it (it
     /// shows under a conflict name until that name is free again).
     want: Option<Vec<u8>>,
+    /// For a conflict copy: the file it was made of, whose mode and xattrs
+    /// it follows (stored after the stamps: see [`Stored`]).
+    #[serde(skip)]
+    origin: Option<FileId>,
 }
 
 impl Stamps {
@@ -154,6 +158,24 @@ impl Stamps {
         self.rare_mut().xattrs.insert(name.to_vec(), stamp);
     }
 
+    /// Every xattr key with the stamp of its last change.
+    pub fn xattr_stamps(&self) -> BTreeMap<Vec<u8>, Stamp> {
+        self.rare
+            .as_ref()
+            .map(|r| r.xattrs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The file this conflict copy was made of.
+    pub fn origin(&self) -> Option<FileId> {
+        self.rare.as_ref()?.origin
+    }
+
+    /// Marks a conflict copy of `origin`.
+    pub fn set_origin(&mut self, origin: FileId) {
+        self.rare_mut().origin = Some(origin);
+    }
+
     /// The name claimed while shown under a conflict name.
     pub fn want(&self) -> Option<&[u8]> {
         self.rare.as_ref()?.want.as_deref()
@@ -168,21 +190,26 @@ impl Stamps {
 }
 
 /// The stored form of a node. V1 records (before stamps) load with zero
-/// stamps, which any change beats.
+/// stamps, which any change beats; V2 records (before conflict copies knew
+/// their origin) with none.
 #[derive(Deserialize)]
 enum Stored {
     V1(Node),
     V2(Node, Stamps),
+    V3(Node, Stamps, Option<FileId>),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
 /// node (a directory's entries are skipped, not copied).
 #[derive(Serialize)]
 enum StoredRef<'a> {
-    /// Only decoded, never written: it holds V2's tag in place.
+    /// Only decoded, never written: it holds the tags after it in place.
     #[allow(dead_code)]
     V1(&'a Node),
+    /// Only decoded, never written.
+    #[allow(dead_code)]
     V2(&'a Node, &'a Stamps),
+    V3(&'a Node, &'a Stamps, Option<FileId>),
 }
 
 impl Node {
@@ -194,7 +221,8 @@ impl Node {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&StoredRef::V2(self, &self.stamps)).unwrap_or_default()
+        postcard::to_allocvec(&StoredRef::V3(self, &self.stamps, self.stamps.origin()))
+            .unwrap_or_default()
     }
 }
 
@@ -214,6 +242,9 @@ pub struct Tree {
     /// What local changes made the kernel's caches miss (a conflict-named
     /// node took back its name): for [`Tree::take_deferred`].
     deferred: Effects,
+    /// Conflict copies by the file they were made of. Entries go stale when
+    /// a copy goes; checked on use.
+    copies: HashMap<FileId, Vec<u64>>,
 }
 
 /// What is kept of a removed file, so that an edit made concurrently
@@ -322,6 +353,13 @@ impl Tree {
                     n.stamps = st;
                     n
                 }
+                Stored::V3(mut n, st, origin) => {
+                    n.stamps = st;
+                    if let Some(o) = origin {
+                        n.stamps.set_origin(o);
+                    }
+                    n
+                }
             };
             next_ino = next_ino.max(ino + 1);
             nodes.insert(ino, n);
@@ -341,10 +379,14 @@ impl Tree {
             tombs: HashMap::new(),
             wanting: HashMap::new(),
             deferred: Effects::default(),
+            copies: HashMap::new(),
         };
         for (&ino, n) in &tree.nodes {
             if let Some(w) = n.stamps.want() {
                 tree.wanting.insert(ino, (n.parent, w.to_vec()));
+            }
+            if let Some(o) = n.stamps.origin() {
+                tree.copies.entry(o).or_default().push(ino);
             }
         }
         for (id, bytes) in store.tombs(chan)? {
@@ -630,6 +672,9 @@ impl Tree {
     fn drop_node(&mut self, ino: u64, ch: &mut Changes) {
         if let Some(n) = self.nodes.remove(&ino) {
             self.ids.remove(&n.id);
+            if let Some(v) = n.stamps.origin().and_then(|o| self.copies.get_mut(&o)) {
+                v.retain(|c| *c != ino);
+            }
         }
         ch.gone(ino);
     }
@@ -1002,6 +1047,11 @@ impl Tree {
         n.ctime = t;
         let id = n.id;
         self.persist(ino, ch);
+        if let Some(m) = a.mode {
+            let mut fx = std::mem::take(&mut self.deferred);
+            self.mirror_mode(ino, m & 0o7777, stamp, t, ch, &mut fx);
+            self.deferred = fx;
+        }
         ch.op(
             hlc,
             Op::SetAttr {
@@ -1039,6 +1089,17 @@ impl Tree {
         n.ctime = now_ns();
         let id = n.id;
         self.persist(ino, ch);
+        let mut fx = std::mem::take(&mut self.deferred);
+        self.mirror_xattr(
+            ino,
+            name,
+            value.as_deref(),
+            (hlc, prefix),
+            now_ns(),
+            ch,
+            &mut fx,
+        );
+        self.deferred = fx;
         ch.op(
             hlc,
             Op::Xattr {

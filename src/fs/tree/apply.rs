@@ -544,7 +544,8 @@ impl Tree {
                     return;
                 };
                 // Owners are local: a uid on another machine means nothing here.
-                if let Some(m) = attr.mode.filter(|_| stamp > n.stamps.mode) {
+                let mode = attr.mode.filter(|_| stamp > n.stamps.mode);
+                if let Some(m) = mode {
                     n.perm = m & 0o7777;
                     n.stamps.mode = stamp;
                 }
@@ -566,6 +567,9 @@ impl Tree {
                 fx.inodes.push(ino);
                 if times {
                     self.renew(ino, fx);
+                }
+                if let Some(m) = mode {
+                    self.mirror_mode(ino, m & 0o7777, stamp, t, ch, fx);
                 }
             }
             Op::Content {
@@ -596,14 +600,7 @@ impl Tree {
                 if n.content == *replaces {
                     self.set_version(ino, &remote, t, ch, fx);
                 } else {
-                    // The version it replaces lost an earlier conflict here
-                    // and sits in a copy: the new version supersedes that
-                    // copy (nodes that met them in the other order never
-                    // made it).
-                    if let Some(c) = self.conflict_copy_of(ino, replaces) {
-                        self.drop_copy(c, t, ch, fx);
-                    }
-                    self.content_conflict(ino, remote, t, ch, fx);
+                    self.content_conflict(ino, remote, replaces, t, ch, fx);
                 }
             }
             Op::Xattr { id, name, value } => {
@@ -622,6 +619,7 @@ impl Tree {
                 n.ctime = t;
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
+                self.mirror_xattr(ino, name, value.as_deref(), stamp, t, ch, fx);
             }
             Op::Membership(_) => {}
         }
@@ -750,16 +748,14 @@ impl Tree {
     /// The conflict copy of file `ino` holding version `content` unchanged
     /// since it was made (beside the file, under its copy id).
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
-        let n = self.nodes.get(&ino)?;
-        let p = self.nodes.get(&n.parent)?;
-        p.entries.values().copied().find(|&c| {
-            c != ino
-                && self.nodes.get(&c).is_some_and(|x| {
-                    x.kind == NodeKind::File
-                        && x.nlink == 1
-                        && x.content == *content
-                        && x.id == copy_id(&n.id, content, x.vstamp.0)
-                })
+        let id = self.nodes.get(&ino)?.id;
+        self.copies_of(ino).into_iter().find(|&c| {
+            self.nodes.get(&c).is_some_and(|x| {
+                x.kind == NodeKind::File
+                    && x.nlink == 1
+                    && x.content == *content
+                    && x.id == copy_id(&id, content, x.vstamp.0)
+            })
         })
     }
 
@@ -805,10 +801,17 @@ impl Tree {
         &mut self,
         ino: u64,
         other: Version,
+        replaces: &Option<Hash>,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
     ) -> Option<u64> {
+        // The version `other` replaces lost an earlier conflict here and
+        // sits in a copy: `other` supersedes that copy (nodes that met them
+        // in the other order never made it).
+        if let Some(c) = self.conflict_copy_of(ino, replaces) {
+            self.drop_copy(c, t, ch, fx);
+        }
         let n = self.nodes.get(&ino)?;
         let local = Version {
             manifest: n.content,
@@ -817,6 +820,8 @@ impl Tree {
             stamp: n.vstamp,
         };
         let (id, perm, parent) = (n.id, n.perm, n.parent);
+        let (mode_stamp, xattrs, xattr_stamps) =
+            (n.stamps.mode, n.xattrs.clone(), n.stamps.xattr_stamps());
         let (winner, loser) = if other.stamp > local.stamp {
             (other, local)
         } else {
@@ -837,10 +842,104 @@ impl Tree {
         c.size = loser.size;
         c.mtime = loser.mtime;
         c.vstamp = loser.stamp;
+        // Mode and xattrs as the file has them, with their stamps: changes
+        // of the file that this node applies later reach the copy too
+        // (`mirror_mode`), so the copy ends the same wherever it was made.
+        c.stamps.mode = mode_stamp;
+        c.xattrs = xattrs;
+        for (k, st) in xattr_stamps {
+            c.stamps.set_xattr(&k, st);
+        }
+        c.stamps.set_origin(id);
+        self.copies.entry(id).or_default().push(cino);
         self.insert_node(cino, c, ch);
         let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
         self.link_name(parent, &alt, cino, t, ch, fx);
         Some(cino)
+    }
+}
+
+impl Tree {
+    /// The conflict copies made of `ino` (still there and still its).
+    fn copies_of(&self, ino: u64) -> Vec<u64> {
+        let Some(n) = self.nodes.get(&ino) else {
+            return Vec::new();
+        };
+        let id = n.id;
+        self.copies
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| {
+                *c != ino
+                    && self
+                        .nodes
+                        .get(c)
+                        .is_some_and(|x| x.stamps.origin() == Some(id))
+            })
+            .collect()
+    }
+
+    /// Gives the conflict copies of `ino` (and theirs) mode `perm` set at
+    /// `stamp`, where it is the newer change.
+    pub(super) fn mirror_mode(
+        &mut self,
+        ino: u64,
+        perm: u32,
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let mut todo = self.copies_of(ino);
+        while let Some(c) = todo.pop() {
+            let Some(n) = self.nodes.get_mut(&c) else {
+                continue;
+            };
+            if stamp <= n.stamps.mode {
+                continue;
+            }
+            n.perm = perm;
+            n.stamps.mode = stamp;
+            n.ctime = t;
+            self.persist(c, ch);
+            fx.inodes.push(c);
+            todo.extend(self.copies_of(c));
+        }
+    }
+
+    /// Sets (or removes) xattr `name` of the conflict copies of `ino` (and
+    /// theirs) as changed at `stamp`, where it is the newer change.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mirror_xattr(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: Option<&[u8]>,
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let mut todo = self.copies_of(ino);
+        while let Some(c) = todo.pop() {
+            let Some(n) = self.nodes.get_mut(&c) else {
+                continue;
+            };
+            if n.stamps.xattr(name).is_some_and(|s| s >= stamp) {
+                continue;
+            }
+            n.stamps.set_xattr(name, stamp);
+            match value {
+                Some(v) => n.xattrs.insert(name.to_vec(), v.to_vec()),
+                None => n.xattrs.remove(name),
+            };
+            n.ctime = t;
+            self.persist(c, ch);
+            fx.inodes.push(c);
+            todo.extend(self.copies_of(c));
+        }
     }
 }
 
