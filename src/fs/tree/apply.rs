@@ -745,8 +745,8 @@ impl Tree {
         self.place(np, name, ino, t, ch, fx);
     }
 
-    /// The conflict copy of file `ino` holding version `content` unchanged
-    /// since it was made (beside the file, under its copy id).
+    /// The conflict copy of file `ino` holding version `content` untouched
+    /// since it was made (same content, name and place).
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
         let id = self.nodes.get(&ino)?.id;
         self.copies_of(ino).into_iter().find(|&c| {
@@ -755,6 +755,8 @@ impl Tree {
                     && x.nlink == 1
                     && x.content == *content
                     && x.id == copy_id(&id, content, x.vstamp.0)
+                    // Not renamed or moved: a copy somebody put aside stays.
+                    && x.stamps.place == (x.born, id_prefix(&x.id))
             })
         })
     }
