@@ -874,6 +874,8 @@ impl Tree {
             self.touch_dir(newparent, t, ch);
             ch.dirent(parent, name, Some(dst));
             ch.dirent(newparent, newname, Some(src));
+            self.follow_local(src, t, ch);
+            self.follow_local(dst, t, ch);
             let (sid, did) = (self.get(src)?.id, self.get(dst)?.id);
             ch.op(
                 hlc,
@@ -957,6 +959,7 @@ impl Tree {
         ch.dirent(parent, name, None);
         ch.dirent(newparent, newname, Some(src));
         self.give_back_local(parent, name, t, ch);
+        self.follow_local(src, t, ch);
         let sid = self.get(src)?.id;
         ch.op(
             hlc,

@@ -17,7 +17,7 @@
 //!   directory goes back where it was), so no cycle forms and every node
 //!   ends with the same tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
@@ -493,8 +493,16 @@ impl Tree {
                     self.ino_of(old_parent)
                 };
                 let Some(from) = from else { return };
-                let Some(cur) = self.name_in(from, ino, old_name) else {
-                    return;
+                let (from, cur) = match self.name_in(from, ino, old_name) {
+                    Some(cur) => (from, cur),
+                    // A file with one name that moved meanwhile (by an
+                    // older move, or following its file as a conflict
+                    // copy): this newer move takes it from where it is.
+                    None if n.nlink == 1 => match self.name_in(n.parent, ino, b"") {
+                        Some(cur) => (n.parent, cur),
+                        None => return,
+                    },
+                    None => return,
                 };
                 if from == np && cur == *name {
                     return;
@@ -519,6 +527,7 @@ impl Tree {
                 self.persist(ino, ch);
                 self.place(np, name, ino, t, ch, fx);
                 self.give_back(from, &cur, t, ch, fx);
+                self.follow(ino, t, ch, fx);
             }
             Op::Link { id, parent, name } => {
                 let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
@@ -836,7 +845,7 @@ impl Tree {
         if self.ids.contains_key(&cid) {
             return None;
         }
-        let name = self.name_in(parent, ino, b"")?;
+        let (_, name) = self.claimed_name(ino)?;
         let cino = self.next_ino;
         self.next_ino += 1;
         let mut c = self.new_node(cid, NodeKind::File, perm, parent, loser.stamp.0);
@@ -862,6 +871,70 @@ impl Tree {
 }
 
 impl Tree {
+    /// The directory and name file `ino` goes by: the name it claims when
+    /// it shows under a conflict name (it gets it back later), else the
+    /// name it has in its parent.
+    fn claimed_name(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        let n = self.nodes.get(&ino)?;
+        let name = match n.stamps.want() {
+            Some(w) => w.to_vec(),
+            None => self.name_in(n.parent, ino, b"")?,
+        };
+        Some((n.parent, name))
+    }
+
+    /// Puts the untouched conflict copies of file `ino` (and theirs) beside
+    /// it under its current name: a copy follows its file's renames and
+    /// moves until somebody moves the copy itself, so it ends at the same
+    /// place on every node whatever it met first.
+    pub(super) fn follow(&mut self, ino: u64, t: i64, ch: &mut Changes, fx: &mut Effects) {
+        let mut todo = vec![ino];
+        let mut seen = HashSet::new();
+        while let Some(f) = todo.pop() {
+            if !seen.insert(f) {
+                continue;
+            }
+            let Some((parent, name)) = self.claimed_name(f) else {
+                continue;
+            };
+            for c in self.copies_of(f) {
+                let Some(x) = self.nodes.get(&c) else {
+                    continue;
+                };
+                let untouched = x.nlink == 1 && x.stamps.place == (x.born, id_prefix(&x.id));
+                if !untouched {
+                    continue;
+                }
+                let (author, hlc, from) = (x.vstamp.1, x.vstamp.0, x.parent);
+                let want = conflict_name(&name, author, hlc);
+                let Some(cur) = self.name_in(from, c, b"") else {
+                    continue;
+                };
+                let suffixed = cur.strip_prefix(&want[..]).is_some_and(|rest| {
+                    rest.is_empty()
+                        || (rest.starts_with(b"~") && rest[1..].iter().all(u8::is_ascii_digit))
+                });
+                if from != parent || !suffixed {
+                    self.unlink_name(from, &cur, t, ch, fx);
+                    let alt = self.free_conflict_name(parent, &name, author, hlc);
+                    self.link_name(parent, &alt, c, t, ch, fx);
+                    fx.inodes.push(c);
+                }
+                todo.push(c);
+            }
+        }
+    }
+
+    /// [`Tree::follow`] after a local change (see [`Tree::take_deferred`]).
+    pub(super) fn follow_local(&mut self, ino: u64, t: i64, ch: &mut Changes) {
+        if self.copies.is_empty() {
+            return;
+        }
+        let mut fx = std::mem::take(&mut self.deferred);
+        self.follow(ino, t, ch, &mut fx);
+        self.deferred = fx;
+    }
+
     /// The conflict copies made of `ino` (still there and still its).
     fn copies_of(&self, ino: u64) -> Vec<u64> {
         let Some(n) = self.nodes.get(&ino) else {
