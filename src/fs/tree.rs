@@ -713,7 +713,7 @@ impl Tree {
         if n.kind == NodeKind::Dir {
             return Err(libc::EISDIR);
         }
-        let (id, seen) = (n.id, n.content);
+        let (id, seen, copy) = (n.id, n.content, n.stamps.origin().is_some());
         let pid = self.get(parent)?.id;
         let t = now_ns();
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -728,6 +728,9 @@ impl Tree {
         self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
         self.give_back_local(parent, name, t, ch);
+        if copy {
+            self.rearrange_local(parent, name, t, ch);
+        }
         ch.op(
             hlc,
             Op::Remove {
@@ -960,6 +963,9 @@ impl Tree {
         ch.dirent(newparent, newname, Some(src));
         self.give_back_local(parent, name, t, ch);
         self.follow_local(src, t, ch);
+        if self.get(src)?.stamps.origin().is_some() {
+            self.rearrange_local(parent, name, t, ch);
+        }
         let sid = self.get(src)?.id;
         ch.op(
             hlc,

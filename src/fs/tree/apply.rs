@@ -441,6 +441,7 @@ impl Tree {
                 {
                     return;
                 }
+                let copy = n.stamps.origin().is_some();
                 let Some(nm) = self.name_in(p, ino, name) else {
                     return;
                 };
@@ -457,6 +458,9 @@ impl Tree {
                 self.bury(ino, p, &nm, ch);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
+                if copy {
+                    self.arrange(p, unsuffixed(&nm), t, ch, fx);
+                }
             }
             Op::Move {
                 id,
@@ -528,6 +532,13 @@ impl Tree {
                 self.place(np, name, ino, t, ch, fx);
                 self.give_back(from, &cur, t, ch, fx);
                 self.follow(ino, t, ch, fx);
+                if self
+                    .nodes
+                    .get(&ino)
+                    .is_some_and(|n| n.stamps.origin().is_some())
+                {
+                    self.arrange(from, unsuffixed(&cur), t, ch, fx);
+                }
             }
             Op::Link { id, parent, name } => {
                 let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
@@ -786,6 +797,7 @@ impl Tree {
         fx.inodes.push(c);
         self.maybe_free(c, ch);
         self.give_back(parent, &name, t, ch, fx);
+        self.arrange(parent, unsuffixed(&name), t, ch, fx);
     }
 
     fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {
@@ -866,11 +878,89 @@ impl Tree {
         self.insert_node(cino, c, ch);
         let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
         self.link_name(parent, &alt, cino, t, ch, fx);
+        let base = conflict_name(&name, loser.stamp.1, loser.stamp.0);
+        self.arrange(parent, &base, t, ch, fx);
         Some(cino)
     }
 }
 
+/// `name` without a `~N` suffix.
+fn unsuffixed(name: &[u8]) -> &[u8] {
+    match name.iter().rposition(|&b| b == b'~') {
+        Some(i) if i + 1 < name.len() && name[i + 1..].iter().all(u8::is_ascii_digit) => &name[..i],
+        _ => name,
+    }
+}
+
 impl Tree {
+    /// True for a conflict copy nobody renamed, moved or linked since it
+    /// was made (it follows its file and takes its name's turn).
+    fn untouched_copy(&self, c: u64) -> bool {
+        self.nodes.get(&c).is_some_and(|x| {
+            x.stamps.origin().is_some()
+                && x.nlink == 1
+                && x.stamps.place == (x.born, id_prefix(&x.id))
+        })
+    }
+
+    /// Names the untouched conflict copies in `parent` that share the
+    /// conflict name `base` in a fixed order, oldest version first: `base`,
+    /// `base~2`, … (the order they arrived in differs between nodes).
+    fn arrange(&mut self, parent: u64, base: &[u8], t: i64, ch: &mut Changes, fx: &mut Effects) {
+        let Some(p) = self.nodes.get(&parent) else {
+            return;
+        };
+        let mut members: Vec<((Stamp, FileId), u64, Vec<u8>)> = p
+            .entries
+            .iter()
+            .filter(|(n, _)| unsuffixed(n) == base)
+            .filter(|(_, c)| self.untouched_copy(**c))
+            .filter_map(|(n, c)| {
+                let x = self.nodes.get(c)?;
+                Some(((x.vstamp, x.id), *c, n.clone()))
+            })
+            .collect();
+        if members.len() < 2 && members.first().is_none_or(|m| m.2 == base) {
+            return;
+        }
+        members.sort();
+        let mine: HashSet<u64> = members.iter().map(|m| m.1).collect();
+        let held_by_other = |tree: &Tree, n: &[u8]| {
+            tree.nodes
+                .get(&parent)
+                .and_then(|p| p.entries.get(n))
+                .is_some_and(|i| !mine.contains(i))
+        };
+        let mut targets = Vec::new();
+        let mut k = 1u32;
+        for _ in &members {
+            loop {
+                let mut n = base.to_vec();
+                if k > 1 {
+                    n.extend_from_slice(format!("~{k}").as_bytes());
+                }
+                k += 1;
+                if !held_by_other(self, &n) {
+                    targets.push(n);
+                    break;
+                }
+            }
+        }
+        let moves: Vec<(u64, Vec<u8>, Vec<u8>)> = members
+            .into_iter()
+            .zip(targets)
+            .filter(|(m, want)| m.2 != *want)
+            .map(|(m, want)| (m.1, m.2, want))
+            .collect();
+        for (_, cur, _) in &moves {
+            self.unlink_name(parent, cur, t, ch, fx);
+        }
+        for (c, _, want) in moves {
+            self.link_name(parent, &want, c, t, ch, fx);
+            fx.inodes.push(c);
+        }
+    }
+
     /// The directory and name file `ino` goes by: the name it claims when
     /// it shows under a conflict name (it gets it back later), else the
     /// name it has in its parent.
@@ -919,10 +1009,21 @@ impl Tree {
                     let alt = self.free_conflict_name(parent, &name, author, hlc);
                     self.link_name(parent, &alt, c, t, ch, fx);
                     fx.inodes.push(c);
+                    self.arrange(parent, &want, t, ch, fx);
+                    self.arrange(from, unsuffixed(&cur), t, ch, fx);
                 }
                 todo.push(c);
             }
         }
+    }
+
+    /// After a local rename or removal of a conflict copy from
+    /// `parent`/`name`: the conflict copies left under that conflict name take their turns again
+    /// (see [`Tree::arrange`]), as on the nodes that apply the change.
+    pub(super) fn rearrange_local(&mut self, parent: u64, name: &[u8], t: i64, ch: &mut Changes) {
+        let mut fx = std::mem::take(&mut self.deferred);
+        self.arrange(parent, unsuffixed(name), t, ch, &mut fx);
+        self.deferred = fx;
     }
 
     /// [`Tree::follow`] after a local change (see [`Tree::take_deferred`]).
