@@ -268,6 +268,33 @@ pub struct Tomb {
     /// It was an (empty) directory (stored after the size and time).
     #[serde(skip)]
     pub dir: bool,
+    /// Its mode's stamp and its xattrs with theirs, kept up to date by
+    /// changes that arrive while it is gone (stored after the kind), so
+    /// that a file brought back shows them as where it never went.
+    #[serde(skip)]
+    pub attrs: TombAttrs,
+}
+
+/// The last-writer-wins state of a removed node's mode and xattrs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TombAttrs {
+    /// Stamp of the mode (`Tomb::perm`).
+    pub mode: Stamp,
+    /// Extended attributes.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Stamps of the xattr keys set or removed.
+    pub xattr_stamps: BTreeMap<Vec<u8>, Stamp>,
+}
+
+impl TombAttrs {
+    /// Gives a node brought back its mode's stamp and its xattrs.
+    pub fn restore(&self, n: &mut Node) {
+        n.stamps.mode = self.mode;
+        n.xattrs = self.xattrs.clone();
+        for (k, st) in &self.xattr_stamps {
+            n.stamps.set_xattr(k, *st);
+        }
+    }
 }
 
 impl Tomb {
@@ -275,13 +302,18 @@ impl Tomb {
         let mut b = postcard::to_allocvec(self).unwrap_or_default();
         let (size, mtime) = self.size_mtime;
         b.extend(postcard::to_allocvec(&(size, mtime, self.dir)).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.attrs).unwrap_or_default());
         b
     }
 
     fn decode(bytes: &[u8]) -> Option<Tomb> {
         let (mut t, rest) = postcard::take_from_bytes::<Tomb>(bytes).ok()?;
-        if let Ok((size, mtime, dir)) = postcard::from_bytes::<(u64, i64, bool)>(rest) {
+        if let Ok(((size, mtime, dir), rest)) = postcard::take_from_bytes::<(u64, i64, bool)>(rest)
+        {
             (t.size_mtime, t.dir) = ((size, mtime), dir);
+            if let Ok(a) = postcard::from_bytes::<TombAttrs>(rest) {
+                t.attrs = a;
+            }
         } else if let Ok(x) = postcard::from_bytes(rest) {
             t.size_mtime = x;
         }
@@ -663,6 +695,11 @@ impl Tree {
             born: n.born,
             size_mtime: (n.size, n.mtime),
             dir: n.kind == NodeKind::Dir,
+            attrs: TombAttrs {
+                mode: n.stamps.mode,
+                xattrs: n.xattrs.clone(),
+                xattr_stamps: n.stamps.xattr_stamps(),
+            },
         };
         let id = n.id;
         ch.muts.push(Mut::Tomb(self.chan, id.0, Some(t.encode())));

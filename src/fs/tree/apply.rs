@@ -560,6 +560,19 @@ impl Tree {
             }
             Op::SetAttr { id, attr } => {
                 let stamp = (e.hlc, author);
+                if self.ino_of(id).is_none() {
+                    // Gone here: kept for when an edit brings it back.
+                    if let (Some(m), Some(tb)) = (attr.mode, self.tombs.get_mut(id)) {
+                        if stamp > tb.attrs.mode {
+                            tb.perm = m & 0o7777;
+                            tb.attrs.mode = stamp;
+                            let b = tb.encode();
+                            ch.muts
+                                .push(crate::store::Mut::Tomb(self.chan, id.0, Some(b)));
+                        }
+                    }
+                    return;
+                }
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
@@ -625,6 +638,22 @@ impl Tree {
             }
             Op::Xattr { id, name, value } => {
                 let stamp = (e.hlc, author);
+                if self.ino_of(id).is_none() {
+                    // Gone here: kept for when an edit brings it back.
+                    if let Some(tb) = self.tombs.get_mut(id) {
+                        if tb.attrs.xattr_stamps.get(name).is_none_or(|s| *s < stamp) {
+                            tb.attrs.xattr_stamps.insert(name.clone(), stamp);
+                            match value {
+                                Some(v) => tb.attrs.xattrs.insert(name.clone(), v.clone()),
+                                None => tb.attrs.xattrs.remove(name),
+                            };
+                            let b = tb.encode();
+                            ch.muts
+                                .push(crate::store::Mut::Tomb(self.chan, id.0, Some(b)));
+                        }
+                    }
+                    return;
+                }
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
@@ -725,6 +754,7 @@ impl Tree {
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
         n.content = tomb.content;
         (n.size, n.mtime) = tomb.size_mtime;
+        tomb.attrs.restore(&mut n);
         self.insert_node(ino, n, ch);
         self.tombs.remove(id);
         ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
@@ -758,6 +788,7 @@ impl Tree {
         let mut n = self.new_node(*id, kind, tomb.perm, np, tomb.born);
         n.content = tomb.content;
         (n.size, n.mtime) = tomb.size_mtime;
+        tomb.attrs.restore(&mut n);
         n.stamps.place = stamp;
         self.insert_node(ino, n, ch);
         self.tombs.remove(id);
