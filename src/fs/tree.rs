@@ -213,6 +213,21 @@ enum StoredRef<'a> {
 }
 
 impl Node {
+    /// Takes a mode set at `stamp` if it is the newer one.
+    pub fn take_mode(&mut self, perm: u32, stamp: Stamp) -> bool {
+        lww(&mut self.perm, &mut self.stamps.mode, perm, stamp)
+    }
+
+    /// Takes an xattr change made at `stamp` if it is the newer one.
+    pub fn take_xattr(&mut self, name: &[u8], value: Option<&[u8]>, stamp: Stamp) -> bool {
+        if self.stamps.xattr(name).is_some_and(|s| s >= stamp) {
+            return false;
+        }
+        self.stamps.set_xattr(name, stamp);
+        put_xattr(&mut self.xattrs, name, value);
+        true
+    }
+
     /// Records a move made at `stamp` from `from`/`name`.
     fn moved(&mut self, from: u64, name: &[u8], stamp: Stamp) {
         let was = std::mem::replace(&mut self.stamps.place, stamp);
@@ -272,13 +287,14 @@ pub struct Tomb {
     /// changes that arrive while it is gone (stored after the kind), so
     /// that a file brought back shows them as where it never went.
     #[serde(skip)]
-    pub attrs: TombAttrs,
+    pub attrs: KeptAttrs,
 }
 
-/// The last-writer-wins state of a removed node's mode and xattrs.
+/// The last-writer-wins state of a node's mode and xattrs, kept apart from
+/// the node: in its tombstone, or taken over by a conflict copy made of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TombAttrs {
-    /// Stamp of the mode (`Tomb::perm`).
+pub struct KeptAttrs {
+    /// Stamp of the mode.
     pub mode: Stamp,
     /// Extended attributes.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -286,8 +302,17 @@ pub struct TombAttrs {
     pub xattr_stamps: BTreeMap<Vec<u8>, Stamp>,
 }
 
-impl TombAttrs {
-    /// Gives a node brought back its mode's stamp and its xattrs.
+impl KeptAttrs {
+    /// Those of node `n`.
+    pub fn of(n: &Node) -> KeptAttrs {
+        KeptAttrs {
+            mode: n.stamps.mode,
+            xattrs: n.xattrs.clone(),
+            xattr_stamps: n.stamps.xattr_stamps(),
+        }
+    }
+
+    /// Gives node `n` these xattrs and the stamps of its mode and xattrs.
     pub fn restore(&self, n: &mut Node) {
         n.stamps.mode = self.mode;
         n.xattrs = self.xattrs.clone();
@@ -295,9 +320,43 @@ impl TombAttrs {
             n.stamps.set_xattr(k, *st);
         }
     }
+
+    /// Takes an xattr change made at `stamp` if it is the newer one.
+    pub fn take_xattr(&mut self, name: &[u8], value: Option<&[u8]>, stamp: Stamp) -> bool {
+        if self.xattr_stamps.get(name).is_some_and(|s| *s >= stamp) {
+            return false;
+        }
+        self.xattr_stamps.insert(name.to_vec(), stamp);
+        put_xattr(&mut self.xattrs, name, value);
+        true
+    }
+}
+
+/// Last writer wins: `value` set at `stamp` replaces `slot` (set at `at`)
+/// if it is the newer change. Returns whether it did.
+fn lww<T>(slot: &mut T, at: &mut Stamp, value: T, stamp: Stamp) -> bool {
+    if stamp <= *at {
+        return false;
+    }
+    *slot = value;
+    *at = stamp;
+    true
+}
+
+/// Sets (`Some`) or removes xattr `name`.
+fn put_xattr(xattrs: &mut BTreeMap<Vec<u8>, Vec<u8>>, name: &[u8], value: Option<&[u8]>) {
+    match value {
+        Some(v) => xattrs.insert(name.to_vec(), v.to_vec()),
+        None => xattrs.remove(name),
+    };
 }
 
 impl Tomb {
+    /// Takes a mode set at `stamp` if it is the newer one.
+    pub fn take_mode(&mut self, perm: u32, stamp: Stamp) -> bool {
+        lww(&mut self.perm, &mut self.attrs.mode, perm, stamp)
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut b = postcard::to_allocvec(self).unwrap_or_default();
         let (size, mtime) = self.size_mtime;
@@ -311,7 +370,7 @@ impl Tomb {
         if let Ok(((size, mtime, dir), rest)) = postcard::take_from_bytes::<(u64, i64, bool)>(rest)
         {
             (t.size_mtime, t.dir) = ((size, mtime), dir);
-            if let Ok(a) = postcard::from_bytes::<TombAttrs>(rest) {
+            if let Ok(a) = postcard::from_bytes::<KeptAttrs>(rest) {
                 t.attrs = a;
             }
         } else if let Ok(x) = postcard::from_bytes(rest) {
@@ -330,6 +389,10 @@ pub struct Changes {
 impl Changes {
     fn node(&mut self, ino: u64, n: &Node) {
         self.muts.push(Mut::Inode(self.chan, ino, Some(n.encode())));
+    }
+    fn tomb(&mut self, id: &FileId, t: Option<&Tomb>) {
+        self.muts
+            .push(Mut::Tomb(self.chan, id.0, t.map(Tomb::encode)));
     }
     fn gone(&mut self, ino: u64) {
         self.muts.push(Mut::Inode(self.chan, ino, None));
@@ -695,14 +758,10 @@ impl Tree {
             born: n.born,
             size_mtime: (n.size, n.mtime),
             dir: n.kind == NodeKind::Dir,
-            attrs: TombAttrs {
-                mode: n.stamps.mode,
-                xattrs: n.xattrs.clone(),
-                xattr_stamps: n.stamps.xattr_stamps(),
-            },
+            attrs: KeptAttrs::of(n),
         };
         let id = n.id;
-        ch.muts.push(Mut::Tomb(self.chan, id.0, Some(t.encode())));
+        ch.tomb(&id, Some(&t));
         self.tombs.insert(id, t);
     }
 
@@ -764,10 +823,12 @@ impl Tree {
         }
         self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
-        self.give_back_local(parent, name, t, ch);
-        if copy {
-            self.rearrange_local(parent, name, t, ch);
-        }
+        self.with_deferred(|tree, fx| {
+            tree.give_back(parent, name, t, ch, fx);
+            if copy {
+                tree.arrange(parent, name, t, ch, fx);
+            }
+        });
         ch.op(
             hlc,
             Op::Remove {
@@ -808,7 +869,7 @@ impl Tree {
         }
         self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
-        self.give_back_local(parent, name, t, ch);
+        self.with_deferred(|tree, fx| tree.give_back(parent, name, t, ch, fx));
         ch.op(
             hlc,
             Op::Remove {
@@ -914,8 +975,10 @@ impl Tree {
             self.touch_dir(newparent, t, ch);
             ch.dirent(parent, name, Some(dst));
             ch.dirent(newparent, newname, Some(src));
-            self.follow_local(src, t, ch);
-            self.follow_local(dst, t, ch);
+            self.with_deferred(|tree, fx| {
+                tree.follow(src, t, ch, fx);
+                tree.follow(dst, t, ch, fx);
+            });
             let (sid, did) = (self.get(src)?.id, self.get(dst)?.id);
             ch.op(
                 hlc,
@@ -998,11 +1061,14 @@ impl Tree {
         }
         ch.dirent(parent, name, None);
         ch.dirent(newparent, newname, Some(src));
-        self.give_back_local(parent, name, t, ch);
-        self.follow_local(src, t, ch);
-        if self.get(src)?.stamps.origin().is_some() {
-            self.rearrange_local(parent, name, t, ch);
-        }
+        let copy = self.get(src)?.stamps.origin().is_some();
+        self.with_deferred(|tree, fx| {
+            tree.give_back(parent, name, t, ch, fx);
+            tree.follow(src, t, ch, fx);
+            if copy {
+                tree.arrange(parent, name, t, ch, fx);
+            }
+        });
         let sid = self.get(src)?.id;
         ch.op(
             hlc,
@@ -1094,9 +1160,9 @@ impl Tree {
         let id = n.id;
         self.persist(ino, ch);
         if let Some(m) = a.mode {
-            let mut fx = std::mem::take(&mut self.deferred);
-            self.mirror_mode(ino, m & 0o7777, stamp, t, ch, &mut fx);
-            self.deferred = fx;
+            self.with_deferred(|tree, fx| {
+                tree.for_copies(ino, t, ch, fx, |c| c.take_mode(m & 0o7777, stamp))
+            });
         }
         ch.op(
             hlc,
@@ -1127,25 +1193,17 @@ impl Tree {
         if (flags & libc::XATTR_REPLACE != 0 || value.is_none()) && !exists {
             return Err(libc::ENODATA);
         }
-        match &value {
-            Some(v) => n.xattrs.insert(name.to_vec(), v.clone()),
-            None => n.xattrs.remove(name),
-        };
-        n.stamps.set_xattr(name, (hlc, prefix));
-        n.ctime = now_ns();
+        let (stamp, t) = ((hlc, prefix), now_ns());
+        put_xattr(&mut n.xattrs, name, value.as_deref());
+        n.stamps.set_xattr(name, stamp);
+        n.ctime = t;
         let id = n.id;
         self.persist(ino, ch);
-        let mut fx = std::mem::take(&mut self.deferred);
-        self.mirror_xattr(
-            ino,
-            name,
-            value.as_deref(),
-            (hlc, prefix),
-            now_ns(),
-            ch,
-            &mut fx,
-        );
-        self.deferred = fx;
+        self.with_deferred(|tree, fx| {
+            tree.for_copies(ino, t, ch, fx, |c| {
+                c.take_xattr(name, value.as_deref(), stamp)
+            })
+        });
         ch.op(
             hlc,
             Op::Xattr {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
 
-use super::{Changes, Node, Stamp, Stamps, Tree, ROOT};
+use super::{Changes, KeptAttrs, Node, Stamp, Stamps, Tree, ROOT};
 
 /// What the kernel must forget after remote changes: names and inodes.
 #[derive(Debug, Default)]
@@ -297,18 +297,16 @@ impl Tree {
         self.link_name(parent, name, ino, t, ch, fx);
     }
 
-    /// [`Tree::give_back`] after a local change: the kernel hears of it
-    /// through [`Tree::take_deferred`].
-    pub(super) fn give_back_local(&mut self, parent: u64, name: &[u8], t: i64, ch: &mut Changes) {
-        if self.wanting.is_empty() {
-            return;
-        }
+    /// Runs `f` with the effects a local change has on the kernel's
+    /// caches beyond the request's own: they are told through
+    /// [`Tree::take_deferred`].
+    pub(super) fn with_deferred<T>(&mut self, f: impl FnOnce(&mut Tree, &mut Effects) -> T) -> T {
         let mut fx = std::mem::take(&mut self.deferred);
-        self.give_back(parent, name, t, ch, &mut fx);
+        let r = f(self, &mut fx);
         self.deferred = fx;
+        r
     }
 
-    /// Takes what local changes left for the kernel to forget.
     pub fn take_deferred(&mut self) -> Option<Effects> {
         let fx = std::mem::take(&mut self.deferred);
         (!fx.names.is_empty() || !fx.inodes.is_empty()).then_some(fx)
@@ -459,7 +457,7 @@ impl Tree {
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
                 if copy {
-                    self.arrange(p, unsuffixed(&nm), t, ch, fx);
+                    self.arrange(p, &nm, t, ch, fx);
                 }
             }
             Op::Move {
@@ -537,7 +535,7 @@ impl Tree {
                     .get(&ino)
                     .is_some_and(|n| n.stamps.origin().is_some())
                 {
-                    self.arrange(from, unsuffixed(&cur), t, ch, fx);
+                    self.arrange(from, &cur, t, ch, fx);
                 }
             }
             Op::Link { id, parent, name } => {
@@ -563,12 +561,8 @@ impl Tree {
                 if self.ino_of(id).is_none() {
                     // Gone here: kept for when an edit brings it back.
                     if let (Some(m), Some(tb)) = (attr.mode, self.tombs.get_mut(id)) {
-                        if stamp > tb.attrs.mode {
-                            tb.perm = m & 0o7777;
-                            tb.attrs.mode = stamp;
-                            let b = tb.encode();
-                            ch.muts
-                                .push(crate::store::Mut::Tomb(self.chan, id.0, Some(b)));
+                        if tb.take_mode(m & 0o7777, stamp) {
+                            ch.tomb(id, Some(tb));
                         }
                     }
                     return;
@@ -577,11 +571,8 @@ impl Tree {
                     return;
                 };
                 // Owners are local: a uid on another machine means nothing here.
-                let mode = attr.mode.filter(|_| stamp > n.stamps.mode);
-                if let Some(m) = mode {
-                    n.perm = m & 0o7777;
-                    n.stamps.mode = stamp;
-                }
+                let mode = attr.mode.map(|m| m & 0o7777);
+                let mode = mode.filter(|&m| n.take_mode(m, stamp));
                 if let Some(x) = attr.atime.filter(|_| stamp > n.stamps.atime) {
                     n.atime = x;
                     n.stamps.atime = stamp;
@@ -602,7 +593,7 @@ impl Tree {
                     self.renew(ino, fx);
                 }
                 if let Some(m) = mode {
-                    self.mirror_mode(ino, m & 0o7777, stamp, t, ch, fx);
+                    self.for_copies(ino, t, ch, fx, |c| c.take_mode(m, stamp));
                 }
             }
             Op::Content {
@@ -638,18 +629,12 @@ impl Tree {
             }
             Op::Xattr { id, name, value } => {
                 let stamp = (e.hlc, author);
+                let value = value.as_deref();
                 if self.ino_of(id).is_none() {
                     // Gone here: kept for when an edit brings it back.
                     if let Some(tb) = self.tombs.get_mut(id) {
-                        if tb.attrs.xattr_stamps.get(name).is_none_or(|s| *s < stamp) {
-                            tb.attrs.xattr_stamps.insert(name.clone(), stamp);
-                            match value {
-                                Some(v) => tb.attrs.xattrs.insert(name.clone(), v.clone()),
-                                None => tb.attrs.xattrs.remove(name),
-                            };
-                            let b = tb.encode();
-                            ch.muts
-                                .push(crate::store::Mut::Tomb(self.chan, id.0, Some(b)));
+                        if tb.attrs.take_xattr(name, value, stamp) {
+                            ch.tomb(id, Some(tb));
                         }
                     }
                     return;
@@ -657,18 +642,13 @@ impl Tree {
                 let Some((ino, n)) = self.node_mut_of(id) else {
                     return;
                 };
-                if n.stamps.xattr(name).is_some_and(|s| s >= stamp) {
+                if !n.take_xattr(name, value, stamp) {
                     return;
                 }
-                n.stamps.set_xattr(name, stamp);
-                match value {
-                    Some(v) => n.xattrs.insert(name.clone(), v.clone()),
-                    None => n.xattrs.remove(name),
-                };
                 n.ctime = t;
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
-                self.mirror_xattr(ino, name, value.as_deref(), stamp, t, ch, fx);
+                self.for_copies(ino, t, ch, fx, |c| c.take_xattr(name, value, stamp));
             }
             Op::Membership(_) => {}
         }
@@ -757,7 +737,7 @@ impl Tree {
         tomb.attrs.restore(&mut n);
         self.insert_node(ino, n, ch);
         self.tombs.remove(id);
-        ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
+        ch.tomb(id, None);
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
     }
@@ -792,7 +772,7 @@ impl Tree {
         n.stamps.place = stamp;
         self.insert_node(ino, n, ch);
         self.tombs.remove(id);
-        ch.muts.push(crate::store::Mut::Tomb(self.chan, id.0, None));
+        ch.tomb(id, None);
         self.place(np, name, ino, t, ch, fx);
     }
 
@@ -801,14 +781,13 @@ impl Tree {
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
         let id = self.nodes.get(&ino)?.id;
         self.copies_of(ino).into_iter().find(|&c| {
-            self.nodes.get(&c).is_some_and(|x| {
-                x.kind == NodeKind::File
-                    && x.nlink == 1
-                    && x.content == *content
-                    && x.id == copy_id(&id, content, x.vstamp.0)
-                    // Not renamed or moved: a copy somebody put aside stays.
-                    && x.stamps.place == (x.born, id_prefix(&x.id))
-            })
+            // A copy somebody renamed or moved (put aside) stays.
+            self.untouched_copy(c)
+                && self.nodes.get(&c).is_some_and(|x| {
+                    x.kind == NodeKind::File
+                        && x.content == *content
+                        && x.id == copy_id(&id, content, x.vstamp.0)
+                })
         })
     }
 
@@ -828,7 +807,7 @@ impl Tree {
         fx.inodes.push(c);
         self.maybe_free(c, ch);
         self.give_back(parent, &name, t, ch, fx);
-        self.arrange(parent, unsuffixed(&name), t, ch, fx);
+        self.arrange(parent, &name, t, ch, fx);
     }
 
     fn set_version(&mut self, ino: u64, v: &Version, t: i64, ch: &mut Changes, fx: &mut Effects) {
@@ -874,8 +853,7 @@ impl Tree {
             stamp: n.vstamp,
         };
         let (id, perm, parent) = (n.id, n.perm, n.parent);
-        let (mode_stamp, xattrs, xattr_stamps) =
-            (n.stamps.mode, n.xattrs.clone(), n.stamps.xattr_stamps());
+        let kept = KeptAttrs::of(n);
         let (winner, loser) = if other.stamp > local.stamp {
             (other, local)
         } else {
@@ -898,19 +876,14 @@ impl Tree {
         c.vstamp = loser.stamp;
         // Mode and xattrs as the file has them, with their stamps: changes
         // of the file that this node applies later reach the copy too
-        // (`mirror_mode`), so the copy ends the same wherever it was made.
-        c.stamps.mode = mode_stamp;
-        c.xattrs = xattrs;
-        for (k, st) in xattr_stamps {
-            c.stamps.set_xattr(&k, st);
-        }
+        // (`for_copies`), so the copy ends the same wherever it was made.
+        kept.restore(&mut c);
         c.stamps.set_origin(id);
         self.copies.entry(id).or_default().push(cino);
         self.insert_node(cino, c, ch);
         let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
         self.link_name(parent, &alt, cino, t, ch, fx);
-        let base = conflict_name(&name, loser.stamp.1, loser.stamp.0);
-        self.arrange(parent, &base, t, ch, fx);
+        self.arrange(parent, &alt, t, ch, fx);
         Some(cino)
     }
 }
@@ -935,9 +908,18 @@ impl Tree {
     }
 
     /// Names the untouched conflict copies in `parent` that share the
-    /// conflict name `base` in a fixed order, oldest version first: `base`,
-    /// `base~2`, … (the order they arrived in differs between nodes).
-    fn arrange(&mut self, parent: u64, base: &[u8], t: i64, ch: &mut Changes, fx: &mut Effects) {
+    /// conflict name `name` (given with or without its `~N`) in a fixed
+    /// order, oldest version first: the plain name, then `~2`, … (the order
+    /// they arrived in differs between nodes).
+    pub(super) fn arrange(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let base = unsuffixed(name);
         let Some(p) = self.nodes.get(&parent) else {
             return;
         };
@@ -1015,56 +997,38 @@ impl Tree {
             if !seen.insert(f) {
                 continue;
             }
+            let copies: Vec<u64> = self
+                .copies_of(f)
+                .into_iter()
+                .filter(|&c| self.untouched_copy(c))
+                .collect();
+            // Most files have none: no scan of the directory for its name.
+            if copies.is_empty() {
+                continue;
+            }
             let Some((parent, name)) = self.claimed_name(f) else {
                 continue;
             };
-            for c in self.copies_of(f) {
+            for c in copies {
                 let Some(x) = self.nodes.get(&c) else {
                     continue;
                 };
-                let untouched = x.nlink == 1 && x.stamps.place == (x.born, id_prefix(&x.id));
-                if !untouched {
-                    continue;
-                }
                 let (author, hlc, from) = (x.vstamp.1, x.vstamp.0, x.parent);
                 let want = conflict_name(&name, author, hlc);
                 let Some(cur) = self.name_in(from, c, b"") else {
                     continue;
                 };
-                let suffixed = cur.strip_prefix(&want[..]).is_some_and(|rest| {
-                    rest.is_empty()
-                        || (rest.starts_with(b"~") && rest[1..].iter().all(u8::is_ascii_digit))
-                });
-                if from != parent || !suffixed {
+                if from != parent || unsuffixed(&cur) != want {
                     self.unlink_name(from, &cur, t, ch, fx);
                     let alt = self.free_conflict_name(parent, &name, author, hlc);
                     self.link_name(parent, &alt, c, t, ch, fx);
                     fx.inodes.push(c);
                     self.arrange(parent, &want, t, ch, fx);
-                    self.arrange(from, unsuffixed(&cur), t, ch, fx);
+                    self.arrange(from, &cur, t, ch, fx);
                 }
                 todo.push(c);
             }
         }
-    }
-
-    /// After a local rename or removal of a conflict copy from
-    /// `parent`/`name`: the conflict copies left under that conflict name take their turns again
-    /// (see [`Tree::arrange`]), as on the nodes that apply the change.
-    pub(super) fn rearrange_local(&mut self, parent: u64, name: &[u8], t: i64, ch: &mut Changes) {
-        let mut fx = std::mem::take(&mut self.deferred);
-        self.arrange(parent, unsuffixed(name), t, ch, &mut fx);
-        self.deferred = fx;
-    }
-
-    /// [`Tree::follow`] after a local change (see [`Tree::take_deferred`]).
-    pub(super) fn follow_local(&mut self, ino: u64, t: i64, ch: &mut Changes) {
-        if self.copies.is_empty() {
-            return;
-        }
-        let mut fx = std::mem::take(&mut self.deferred);
-        self.follow(ino, t, ch, &mut fx);
-        self.deferred = fx;
     }
 
     /// The conflict copies made of `ino` (still there and still its).
@@ -1088,60 +1052,24 @@ impl Tree {
             .collect()
     }
 
-    /// Gives the conflict copies of `ino` (and theirs) mode `perm` set at
-    /// `stamp`, where it is the newer change.
-    pub(super) fn mirror_mode(
+    /// Applies `take` (a last-writer-wins change of mode or an xattr) to
+    /// the conflict copies of `ino`, and to theirs where it took.
+    pub(super) fn for_copies(
         &mut self,
         ino: u64,
-        perm: u32,
-        stamp: Stamp,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
+        mut take: impl FnMut(&mut Node) -> bool,
     ) {
         let mut todo = self.copies_of(ino);
         while let Some(c) = todo.pop() {
             let Some(n) = self.nodes.get_mut(&c) else {
                 continue;
             };
-            if stamp <= n.stamps.mode {
+            if !take(n) {
                 continue;
             }
-            n.perm = perm;
-            n.stamps.mode = stamp;
-            n.ctime = t;
-            self.persist(c, ch);
-            fx.inodes.push(c);
-            todo.extend(self.copies_of(c));
-        }
-    }
-
-    /// Sets (or removes) xattr `name` of the conflict copies of `ino` (and
-    /// theirs) as changed at `stamp`, where it is the newer change.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn mirror_xattr(
-        &mut self,
-        ino: u64,
-        name: &[u8],
-        value: Option<&[u8]>,
-        stamp: Stamp,
-        t: i64,
-        ch: &mut Changes,
-        fx: &mut Effects,
-    ) {
-        let mut todo = self.copies_of(ino);
-        while let Some(c) = todo.pop() {
-            let Some(n) = self.nodes.get_mut(&c) else {
-                continue;
-            };
-            if n.stamps.xattr(name).is_some_and(|s| s >= stamp) {
-                continue;
-            }
-            n.stamps.set_xattr(name, stamp);
-            match value {
-                Some(v) => n.xattrs.insert(name.to_vec(), v.to_vec()),
-                None => n.xattrs.remove(name),
-            };
             n.ctime = t;
             self.persist(c, ch);
             fx.inodes.push(c);

@@ -521,6 +521,23 @@ impl Sim {
         .unwrap_or_else(|e| panic!("rename {from} {to}: errno {e}"));
     }
 
+    fn chmod(&mut self, i: usize, path: &str, mode: u32) {
+        let ino = self.nodes[i].at(path);
+        let a = AttrChange {
+            mode: Some(mode),
+            ..AttrChange::default()
+        };
+        self.op(i, |t, h, ch| t.set_attr(ino, &a, h, ch))
+            .unwrap_or_else(|e| panic!("chmod {path}: errno {e}"));
+    }
+
+    fn setxattr(&mut self, i: usize, path: &str, key: &str, value: &str) {
+        let ino = self.nodes[i].at(path);
+        let (k, v) = (key.as_bytes(), Some(value.as_bytes().to_vec()));
+        self.op(i, |t, h, ch| t.set_xattr(ino, k, v, 0, h, ch))
+            .unwrap_or_else(|e| panic!("setxattr {path}: errno {e}"));
+    }
+
     fn unlink(&mut self, i: usize, path: &str) {
         let (d, name) = path.rsplit_once('/').expect("path");
         let p = self.nodes[i].at(d);
@@ -892,17 +909,8 @@ fn a_conflict_copy_follows_the_mode_and_xattrs_of_its_file() {
         shared_file(&mut s);
         s.write(0, "/f.txt", b"v1 by a");
         s.write(1, "/f.txt", b"v2 by b");
-        let ino = s.node(2).at("/f.txt");
-        let a = AttrChange {
-            mode: Some(0o640),
-            ..AttrChange::default()
-        };
-        s.op(2, |t, h, ch| t.set_attr(ino, &a, h, ch))
-            .expect("chmod");
-        s.op(2, |t, h, ch| {
-            t.set_xattr(ino, b"user.k", Some(b"v".to_vec()), 0, h, ch)
-        })
-        .expect("setxattr");
+        s.chmod(2, "/f.txt", 0o640);
+        s.setxattr(2, "/f.txt", "user.k", "v");
         s.deliver(4);
         s.heal();
         let snap = s.converged();
@@ -912,13 +920,7 @@ fn a_conflict_copy_follows_the_mode_and_xattrs_of_its_file() {
             assert_eq!(f.perm, 0o640, "seed {seed}:\n{}", render(&snap));
             assert_eq!(f.xattrs, [(b"user.k".to_vec(), b"v".to_vec())]);
         }
-        let ino = s.node(1).at("/f.txt");
-        let a = AttrChange {
-            mode: Some(0o600),
-            ..AttrChange::default()
-        };
-        s.op(1, |t, h, ch| t.set_attr(ino, &a, h, ch))
-            .expect("chmod");
+        s.chmod(1, "/f.txt", 0o600);
         s.heal();
         let snap = s.converged();
         assert!(
@@ -1027,17 +1029,8 @@ fn a_file_brought_back_by_an_edit_keeps_attribute_changes_made_meanwhile() {
         shared_file(&mut s);
         s.unlink(0, "/f.txt");
         s.write(1, "/f.txt", b"edited");
-        let ino = s.node(2).at("/f.txt");
-        let a = AttrChange {
-            mode: Some(0o604),
-            ..AttrChange::default()
-        };
-        s.op(2, |t, h, ch| t.set_attr(ino, &a, h, ch))
-            .expect("chmod");
-        s.op(2, |t, h, ch| {
-            t.set_xattr(ino, b"user.k", Some(b"v".to_vec()), 0, h, ch)
-        })
-        .expect("setxattr");
+        s.chmod(2, "/f.txt", 0o604);
+        s.setxattr(2, "/f.txt", "user.k", "v");
         s.deliver(4);
         s.heal();
         let snap = s.converged();
@@ -1352,11 +1345,8 @@ fn concurrent_changes_of_one_node_settle_by_last_writer() {
         s.rename(0, "/f.txt", "/g.txt");
         set(&mut s, 1, attr(0o640, 2_000), "user.k", "one");
         s.rename(1, "/f.txt", "/d/h.txt");
-        let ino = s.nodes[0].find("/g.txt").expect("g.txt");
         s.nodes[0].hlc.observe(later + 1_000_000);
-        let (k, v) = (b"user.early".to_vec(), Some(b"zero".to_vec()));
-        s.op(0, |t, h, ch| t.set_xattr(ino, &k, v, 0, h, ch))
-            .unwrap();
+        s.setxattr(0, "/g.txt", "user.early", "zero");
         s.heal();
         let snap = s.converged();
         assert_eq!(names_in(&snap, "/"), ["d"], "seed {seed}");
