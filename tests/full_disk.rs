@@ -35,6 +35,9 @@ fn full_disk_is_enospc_and_recoverable() {
         "mounting a tmpfs for the test failed (needs root)"
     );
     let _guard = SmallFs(small.clone());
+    // Something else on the disk, which the user deletes to make room.
+    let ballast = small.join("ballast");
+    fs::write(&ballast, vec![1u8; 4 << 20]).unwrap();
     let home = small.join("home");
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
@@ -50,24 +53,30 @@ fn full_disk_is_enospc_and_recoverable() {
     };
     m.pid = Some(m.status()["pid"].as_u64().unwrap() as u32);
     fs::write(m.p("keep"), b"written before the disk filled").unwrap();
-    // Write far more than fits.
-    let chunk = random_bytes(1 << 20, 3);
+    // Write far more than fits (distinct bytes: repeated ones would be
+    // stored once and fit).
     let res = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(m.p("huge"))?;
-        for _ in 0..64 {
-            f.write_all(&chunk)?;
+        for i in 0..64 {
+            f.write_all(&random_bytes(1 << 20, 3 + i))?;
         }
         f.sync_all()
     })();
     let e = res.unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-    // Free the space; the node still serves and new writes work.
+    // Free space; the node still serves and new writes work. (Removing
+    // the file is not enough: chunks it stored stay until the store has a
+    // garbage collector.)
     let _ = fs::remove_file(m.p("huge"));
+    fs::remove_file(&ballast).unwrap();
     assert_eq!(
         fs::read(m.p("keep")).unwrap(),
         b"written before the disk filled"
     );
-    fs::write(m.p("after"), b"after").unwrap();
+    let mut f = fs::File::create(m.p("after")).unwrap();
+    f.write_all(b"after").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
     m.unmount();
     m.mount(&[]);
     assert_eq!(

@@ -107,7 +107,9 @@ fn content_is_fetched_lazily_chunk_by_chunk() {
 #[test]
 fn read_fails_with_eio_when_no_member_has_the_chunk() {
     let mut a = Mounted::new();
-    let b = Mounted::joined(&a, "rw", "fetch_timeout = 1.0");
+    // Long enough for `status` (a process of its own) to see the fetch
+    // waiting on a busy machine; short enough to show the bound.
+    let b = Mounted::joined(&a, "rw", "fetch_timeout = 3.0");
     std::fs::write(a.p("seen.txt"), b"read while A was up").unwrap();
     std::fs::write(a.p("unseen.bin"), random_bytes(100_000, 3)).unwrap();
     let seen = wait_for(10, "seen.txt on B", || {

@@ -1,9 +1,10 @@
 //! The FUSE adapter: turns kernel requests into tree changes and content
 //! writes. Files being written keep their new bytes in a sparse staging file
-//! and a set of dirty ranges; on `flush`, `fsync` and `release` only the
-//! neighbourhood of those ranges is re-chunked into the store and the new
-//! manifest is recorded in the journal. This module never touches the
-//! network.
+//! and a set of dirty ranges (a large new file written front to back hands
+//! them to a stream instead, which cuts and stores them as they come); on
+//! `flush`, `fsync` and `release` only the neighbourhood of those ranges is
+//! re-chunked into the store and the new manifest is recorded in the
+//! journal. This module never touches the network.
 
 pub mod staging;
 mod stream;
@@ -30,7 +31,7 @@ use crate::store::manifest::Manifest;
 use crate::store::ranges::RangeSet;
 use crate::store::{Hash, Mut, Store, StoreError};
 use staging::Staging;
-use stream::Streamer;
+use stream::{Offered, Streamer};
 use tree::{Node, Tree, R};
 
 /// How long the kernel may cache names and attributes.
@@ -50,10 +51,12 @@ struct Content {
     /// A new file written front to back: its bytes are being cut as they
     /// come (see [`stream`]).
     stream: Option<Streamer>,
-    /// End of the bytes handed to `stream`.
-    fed: u64,
     /// Writes `stream` did not see (not at its end): cut again at commit.
     late: RangeSet,
+    /// Bytes the stream gave back that could not be staged (the disk was
+    /// full), and why: this version is never committed (each commit fails
+    /// with that errno) nor read, until a truncate drops those bytes.
+    lost: Option<(u64, u64, i32)>,
     /// When bytes were last written.
     last_write: Option<std::time::Instant>,
 }
@@ -453,8 +456,8 @@ impl ChanFs {
             opens: u32::from(open),
             changed: false,
             stream: None,
-            fed: 0,
             late: RangeSet::new(),
+            lost: None,
             last_write: None,
         }));
         map.insert(ino, c.clone());
@@ -466,29 +469,18 @@ impl ChanFs {
         if !c.changed {
             return Ok(());
         }
+        if let Some((_, _, e)) = c.lost {
+            return Err(e);
+        }
         tracing::debug!(
             ino,
             size = c.size,
             dirty = c.dirty.total(),
             "commit content"
         );
+        self.stop_stream(ino, c)?;
         let io = self.io(Some(&c.staging), &c.base);
-        let streamed = c.stream.take().and_then(|s| s.finish().ok());
-        let m = match streamed {
-            // The cut prefix is the base; what came after it, and the
-            // writes the stream did not see, are cut now.
-            Some(pre) => {
-                tracing::debug!(ino, cut = pre.len(), late = c.late.total(), "streamed");
-                let mut dirty = std::mem::take(&mut c.late);
-                dirty.truncate(c.size);
-                dirty.insert(pre.len(), c.size);
-                chunker::materialize(&pre, &dirty, c.size, &io)
-            }
-            None => chunker::materialize(&c.base, &c.dirty, c.size, &io),
-        }
-        .map_err(|e| io_errno(&e))?;
-        c.fed = 0;
-        c.late = RangeSet::new();
+        let m = chunker::materialize(&c.base, &c.dirty, c.size, &io).map_err(|e| io_errno(&e))?;
         let hash = if m.is_empty() { None } else { Some(m.hash()) };
         let mut muts = Vec::new();
         if let Some(h) = hash {
@@ -564,18 +556,96 @@ impl ChanFs {
         self.store
             .check_space(data.len() as u64)
             .map_err(|e| io_errno(&e))?;
-        let dir = self.store.staging_dir();
-        let n = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        c.staging
-            .write(off, data, || dir.join(format!("{ino}-{n}")))
-            .map_err(|e| io_errno(&e))?;
+        let appended = self.append_to_stream(ino, c, off, data)?;
+        if !appended {
+            self.stage(ino, c, off, data)?;
+        }
         c.dirty.insert(off, end);
         c.size = c.size.max(end);
         c.changed = true;
         c.last_write = Some(std::time::Instant::now());
-        self.feed(c, off, data);
+        self.feed(ino, c, off, end, appended)?;
         self.written(ino, c.size);
         Ok(())
+    }
+
+    /// Keeps written bytes in the file's staging.
+    fn stage(&self, ino: u64, c: &mut Content, off: u64, data: &[u8]) -> R<()> {
+        let dir = self.store.staging_dir();
+        let n = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        c.staging
+            .write(off, data, || dir.join(format!("{ino}-{n}")))
+            .map_err(|e| io_errno(&e))
+    }
+
+    /// Offers written bytes to the file's stream, which takes them when
+    /// they continue it (or start a little past its end). False when they
+    /// go to the staging: no stream, declined, or the stream stopped (then
+    /// ended here).
+    fn append_to_stream(&self, ino: u64, c: &mut Content, off: u64, data: &[u8]) -> R<bool> {
+        let Some(s) = &mut c.stream else {
+            return Ok(false);
+        };
+        let end = off + data.len() as u64;
+        match s.offer(off, data) {
+            Offered::Taken => return Ok(true),
+            // Staged bytes over held ones would be overwritten by them.
+            Offered::Declined if !s.holds(off, end) => {}
+            Offered::Declined | Offered::Stopped => self.stop_stream(ino, c)?,
+        }
+        Ok(false)
+    }
+
+    /// Ends the stream of `c`, if any. What it cut becomes the layer of
+    /// stored chunks under the dirty bytes; what it did not cut is staged,
+    /// except where later writes already staged newer bytes.
+    fn stop_stream(&self, ino: u64, c: &mut Content) -> R<()> {
+        let Some(s) = c.stream.take() else {
+            return Ok(());
+        };
+        let late = std::mem::take(&mut c.late);
+        let f = s.finish().map_err(|e| {
+            tracing::error!("stream of inode {ino}: {e}");
+            libc::EIO
+        })?;
+        let cut = f.made.len();
+        let fed = cut + f.tail.len() as u64;
+        tracing::debug!(ino, cut, late = late.total(), "streamed");
+        let mut staged = Ok(());
+        let mut p = cut;
+        for (s, e) in late.clipped(cut, fed).into_iter().chain([(fed, fed)]) {
+            if s > p {
+                let bytes = &f.tail[(p - cut) as usize..(s - cut) as usize];
+                staged = staged.and_then(|()| self.stage(ino, c, p, bytes));
+            }
+            p = e;
+        }
+        for (off, bytes) in &f.early {
+            staged = staged.and_then(|()| self.stage(ino, c, *off, bytes));
+        }
+        let mut dirty = late;
+        dirty.truncate(c.size);
+        dirty.insert(cut, c.size);
+        c.dirty = dirty;
+        c.base = Arc::new(f.made);
+        if let Err(e) = staged {
+            tracing::error!("staging the stream's tail of inode {ino}: errno {e}");
+            let (s, end) = c
+                .lost
+                .map_or((cut, fed), |(s, end, _)| (s.min(cut), end.max(fed)));
+            let end = f
+                .early
+                .iter()
+                .map(|(o, b)| o + b.len() as u64)
+                .fold(end, u64::max);
+            c.lost = Some((s, end, e));
+        }
+        staged
+    }
+
+    /// End of the bytes the file's stream holds (0 without one).
+    fn fed(c: &Content) -> u64 {
+        c.stream.as_ref().map_or(0, Streamer::end)
     }
 
     /// Clears the set-id bits of file `ino` after an unprivileged write
@@ -606,7 +676,15 @@ impl ChanFs {
     /// Reads up to `len` bytes of `ino` at `off` (fewer at its end).
     fn read_at(&self, ino: u64, off: u64, len: u64) -> R<Vec<u8>> {
         let c = self.content(ino, false)?;
-        let g = lock(&c);
+        let mut g = lock(&c);
+        // Bytes the stream holds are read once it has handed them back.
+        let end = off.saturating_add(len);
+        if off < Self::fed(&g) || g.stream.as_ref().is_some_and(|s| s.holds(off, end)) {
+            self.stop_stream(ino, &mut g)?;
+        }
+        if g.lost.is_some_and(|(s, e, _)| off < e && end > s) {
+            return Err(libc::EIO);
+        }
         if off >= g.size {
             return Ok(Vec::new());
         }
@@ -619,27 +697,22 @@ impl ChanFs {
         Ok(buf)
     }
 
-    /// Hands bytes written in order to the file's stream, starting one
-    /// when a new file has grown far enough front to back.
-    fn feed(&self, c: &mut Content, off: u64, data: &[u8]) {
-        let end = off + data.len() as u64;
+    /// Keeps the file's stream going after a write of `[off, end)`
+    /// (`appended` when the stream took it): staged bytes that now follow
+    /// its end go to it, and a new file that has grown far enough front to
+    /// back starts one.
+    fn feed(&self, ino: u64, c: &mut Content, off: u64, end: u64, appended: bool) -> R<()> {
         if c.stream.is_some() {
-            if off < c.fed {
-                c.late.insert(off, end.min(c.fed));
+            let fed = Self::fed(c);
+            if !appended && off < fed {
+                c.late.insert(off, end.min(fed));
             }
-            let ok = if off == c.fed {
-                c.fed = end;
-                c.stream.as_ref().is_some_and(|s| s.push(data))
-            } else {
-                true
-            };
             // Writes that came early (the kernel sends them from several
             // threads) follow once the gap before them is filled.
-            if !ok || !self.feed_staged(c) {
-                tracing::debug!(off, "stream stopped");
-                c.stream = None;
+            if !self.feed_staged(c) {
+                self.stop_stream(ino, c)?;
             }
-            return;
+            return Ok(());
         }
         // Only a new (or all-hole) file whose bytes came in order from 0.
         let from_start = |c: &Content| {
@@ -647,48 +720,52 @@ impl ChanFs {
                 .first_ending_after(0)
                 .is_some_and(|(s, e)| s == 0 && e >= STREAM_FROM)
         };
-        if c.fed > 0 || end < STREAM_FROM || !from_start(c) || has_data(&c.base) {
-            return;
+        if end < STREAM_FROM || !from_start(c) || has_data(&c.base) {
+            return Ok(());
         }
         let Ok(s) = Streamer::start(self.store.clone()) else {
-            return;
+            return Ok(());
         };
         tracing::debug!(end, "stream starts");
         c.stream = Some(s);
-        c.fed = 0;
         if !self.feed_staged(c) {
-            c.stream = None;
+            self.stop_stream(ino, c)?;
         }
+        Ok(())
     }
 
-    /// Hands the staged bytes from `c.fed` to the end of the dirty range
-    /// holding it to the stream. False when the stream stopped.
+    /// Hands the staged bytes that follow the end of the file's stream to
+    /// it (up to the next write it holds, which follows by itself), until
+    /// no staged byte follows. False when the stream stopped.
     fn feed_staged(&self, c: &mut Content) -> bool {
-        let Some(s) = &c.stream else {
-            return false;
-        };
-        let Some((_, e)) = c.dirty.first_ending_after(c.fed).filter(|r| r.0 <= c.fed) else {
-            return true;
-        };
-        let mut buf = vec![0u8; (e - c.fed).min(1 << 20) as usize];
-        while c.fed < e {
-            let n = (e - c.fed).min(buf.len() as u64) as usize;
-            if c.staging.read(c.fed, &mut buf[..n]).is_err() || !s.push(&buf[..n]) {
+        let mut buf = Vec::new();
+        loop {
+            let Some(s) = &mut c.stream else {
+                return false;
+            };
+            let fed = s.end();
+            let Some((_, e)) = c.dirty.first_ending_after(fed).filter(|r| r.0 <= fed) else {
+                return true;
+            };
+            let e = s.next_early().filter(|&k| k > fed).map_or(e, |k| k.min(e));
+            if e <= fed {
+                return true;
+            }
+            buf.resize((e - fed).min(1 << 20) as usize, 0);
+            if c.staging.read(fed, &mut buf).is_err() || !s.push(&buf) {
                 return false;
             }
-            c.fed += n as u64;
         }
-        true
     }
 
     fn truncate(&self, ino: u64, c: &mut Content, n: u64) -> R<()> {
         if n > MAX_FILE_SIZE {
             return Err(libc::EFBIG);
         }
-        // Cut bytes past the new end would be wrong: cut it all at commit.
-        if n < c.fed {
-            c.stream = None;
-            c.late = RangeSet::new();
+        // Cut bytes past the new end would be wrong: what the stream cut
+        // becomes the base, truncated below.
+        if n < Self::fed(c) || n < c.base.len() {
+            self.stop_stream(ino, c)?;
         }
         if n < c.base.len() {
             let base0 = c.base.clone();
@@ -712,6 +789,9 @@ impl ChanFs {
         c.size = n;
         c.changed = true;
         c.staging.truncate(n);
+        if c.lost.is_some_and(|(s, _, _)| n <= s) {
+            c.lost = None;
+        }
         Ok(())
     }
 

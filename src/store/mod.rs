@@ -571,6 +571,39 @@ impl Store {
         self.submit(vec![Mut::Chunk(*hash, loc)])
     }
 
+    /// Stores chunks, each unless an identical one is stored already, in
+    /// one batch (see [`pack::Packs::append_batch`]).
+    pub fn put_chunks(&self, chunks: &[(Hash, &[u8])]) -> Result<(), StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<(Hash, &[u8])> = chunks
+            .iter()
+            .filter(|(h, _)| !self.has_chunk(h) && seen.insert(*h))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let bytes: u64 = new.iter().map(|(_, d)| d.len() as u64).sum();
+        self.check_space(bytes)?;
+        let locs = self.packs.append_batch(&new)?;
+        let mut muts = Vec::with_capacity(new.len());
+        {
+            let mut c = self
+                .chunks
+                .write()
+                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            for ((hash, data), loc) in new.iter().zip(locs) {
+                if !c.contains_key(hash) {
+                    c.insert(*hash, loc);
+                    self.stored_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    muts.push(Mut::Chunk(*hash, loc));
+                }
+            }
+        }
+        self.submit(muts)
+    }
+
     /// True when the chunk is stored locally.
     pub fn has_chunk(&self, hash: &Hash) -> bool {
         self.chunks
