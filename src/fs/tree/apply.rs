@@ -7,6 +7,7 @@
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
+//!   a copy that holds the bytes its file comes to hold again goes;
 //! - edit beats delete: a remove that did not see the file's current
 //!   content, or a directory that still has children, leaves it in place;
 //! - concurrent changes of one field (mode, times, one xattr, the place
@@ -825,6 +826,23 @@ impl Tree {
         fx.inodes.push(ino);
         fx.data.push(ino);
         self.renew(ino, fx);
+        self.drop_copies_holding(ino, &v.manifest, t, ch, fx);
+    }
+
+    /// Drops the untouched conflict copies of `ino` that hold `content`,
+    /// the version it now shows: a copy never repeats its file (nodes that
+    /// met the two equal versions in another order never made it).
+    pub(super) fn drop_copies_holding(
+        &mut self,
+        ino: u64,
+        content: &Option<Hash>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        while let Some(c) = self.conflict_copy_of(ino, content) {
+            self.drop_copy(c, t, ch, fx);
+        }
     }
 
     /// Two versions of `ino` replaced the same one: the newer stays, the
@@ -863,7 +881,7 @@ impl Tree {
             self.set_version(ino, &winner, t, ch, fx);
         }
         let cid = copy_id(&id, &loser.manifest, loser.stamp.0);
-        if self.ids.contains_key(&cid) {
+        if self.ids.contains_key(&cid) || loser.manifest == winner.manifest {
             return None;
         }
         let (_, name) = self.claimed_name(ino)?;

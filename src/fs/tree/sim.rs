@@ -1017,6 +1017,34 @@ fn copies_sharing_a_conflict_name_get_it_in_a_fixed_order() {
     }
 }
 
+/// One node writes a version while another, later, writes a different one
+/// over the same version and then the first one's bytes again: the file
+/// shows those bytes and no conflict copy repeats them, on every node
+/// (one that met the first version early made a copy of it, and drops it
+/// when the file comes to hold the same bytes).
+#[test]
+fn a_conflict_copy_that_repeats_its_file_goes() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(0, "/f.txt", b"same");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"other");
+        s.write(1, "/f.txt", b"same");
+        s.offline[0] = false;
+        s.gossip(0, 2);
+        s.deliver(2);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"same"));
+    }
+}
+
 /// One node removes a file while a second edits it and a third changes its
 /// mode and an xattr: the edit brings the file back everywhere, with the
 /// mode and xattr the third node set, also on the remover (whose tombstone
