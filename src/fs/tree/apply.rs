@@ -9,7 +9,9 @@
 //!   copy whose id derives from both, so every node makes the same copy;
 //!   a copy that holds the bytes its file comes to hold again goes;
 //! - edit beats delete: a remove that did not see the file's current
-//!   content, or a directory that still has children, leaves it in place;
+//!   content, or a directory that still has children, leaves it in place,
+//!   and a directory removed here comes back (with those above it) when a
+//!   change made elsewhere puts something in it;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -415,7 +417,7 @@ impl Tree {
                 if self.ids.contains_key(id) || *id == FileId::ROOT {
                     return;
                 }
-                let p = self.dir_ino(parent).unwrap_or(ROOT);
+                let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
                 let ino = self.next_ino;
                 self.next_ino += 1;
                 let mut n = self.new_node(*id, *kind, *mode, p, e.hlc);
@@ -476,7 +478,7 @@ impl Tree {
                     self.resurrect_moved(id, parent, name, stamp, t, ch, fx);
                     return;
                 }
-                let (Some((ino, n)), Some(np)) = (self.node_of(id), self.dir_ino(parent)) else {
+                let Some((ino, n)) = self.node_of(id) else {
                     return;
                 };
                 if stamp <= n.stamps.place {
@@ -484,6 +486,9 @@ impl Tree {
                     return;
                 }
                 let is_dir = n.kind == NodeKind::Dir;
+                let Some(np) = self.live_dir(parent, t, ch, fx) else {
+                    return;
+                };
                 if is_dir && !self.uncross(ino, np, stamp, t, ch, fx) {
                     return;
                 }
@@ -540,12 +545,15 @@ impl Tree {
                 }
             }
             Op::Link { id, parent, name } => {
-                let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
+                let Some(ino) = self.ino_of(id) else {
                     return;
                 };
                 if self.nodes.get(&ino).is_none_or(|n| n.kind == NodeKind::Dir) {
                     return;
                 }
+                let Some(p) = self.live_dir(parent, t, ch, fx) else {
+                    return;
+                };
                 if self.name_in(p, ino, name).as_deref() == Some(name.as_slice()) {
                     return;
                 }
@@ -714,6 +722,28 @@ impl Tree {
         true
     }
 
+    /// Directory `id`, that a change made elsewhere puts something in:
+    /// brought back (with the directories above it) when it was removed
+    /// here meanwhile, as an edit brings back a file. Nodes that met the
+    /// change first keep it: a directory with children is never removed.
+    fn live_dir(&mut self, id: &FileId, t: i64, ch: &mut Changes, fx: &mut Effects) -> Option<u64> {
+        if let Some(ino) = self.dir_ino(id) {
+            return Some(ino);
+        }
+        let tomb = self.tombs.get(id).filter(|tb| tb.dir)?.clone();
+        let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut n = self.new_node(*id, NodeKind::Dir, tomb.perm, parent, tomb.born);
+        n.mtime = tomb.size_mtime.1;
+        tomb.attrs.restore(&mut n);
+        self.insert_node(ino, n, ch);
+        self.tombs.remove(id);
+        ch.tomb(id, None);
+        self.place(parent, &tomb.name, ino, t, ch, fx);
+        Some(ino)
+    }
+
     /// Brings back file `id` removed here, when an edit of the version it
     /// had when removed (`replaces`) arrives.
     fn resurrect(
@@ -729,7 +759,7 @@ impl Tree {
             .get(id)
             .filter(|tb| !tb.dir && tb.content == *replaces)?
             .clone();
-        let parent = self.dir_ino(&tomb.parent).unwrap_or(ROOT);
+        let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
@@ -756,7 +786,10 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let (Some(tomb), Some(np)) = (self.tombs.get(id).cloned(), self.dir_ino(parent)) else {
+        let Some(tomb) = self.tombs.get(id).cloned() else {
+            return;
+        };
+        let Some(np) = self.live_dir(parent, t, ch, fx) else {
             return;
         };
         let ino = self.next_ino;

@@ -843,6 +843,34 @@ fn rmdir_against_a_concurrent_move_converges() {
     }
 }
 
+/// One node removes an empty directory (and the one holding it) while
+/// another creates a file in it and a third moves a file into it: the
+/// directories stay, with both files, on every node (nodes that met the
+/// remove first bring them back, as an edit brings back a file).
+#[test]
+fn a_directory_removed_while_filled_elsewhere_stays() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "p", NodeKind::Dir);
+        s.create(0, "/p", "d", NodeKind::Dir);
+        s.create(0, "/", "g.txt", NodeKind::File);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rmdir(0, "/p/d");
+        s.rmdir(0, "/p");
+        s.create(1, "/p/d", "new.txt", NodeKind::File);
+        s.write(1, "/p/d/new.txt", b"new");
+        s.rename(2, "/g.txt", "/p/d/g.txt");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["p"], "seed {seed}");
+        assert_eq!(names_in(&snap, "/p/d"), ["g.txt", "new.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/p/d/new.txt").content, hash_of(b"new"));
+    }
+}
+
 /// Prepares `/f.txt` with content `v0` on every node of `s`.
 fn shared_file(s: &mut Sim) {
     s.create(0, "/", "f.txt", NodeKind::File);
