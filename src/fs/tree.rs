@@ -321,6 +321,15 @@ impl KeptAttrs {
         }
     }
 
+    /// Gives node `n` each of these changes (mode `perm` and xattrs) that
+    /// is newer than the one it has.
+    pub fn merge_into(&self, n: &mut Node, perm: u32) {
+        n.take_mode(perm & 0o7777, self.mode);
+        for (k, st) in &self.xattr_stamps {
+            n.take_xattr(k, self.xattrs.get(k).map(Vec::as_slice), *st);
+        }
+    }
+
     /// Takes an xattr change made at `stamp` if it is the newer one.
     pub fn take_xattr(&mut self, name: &[u8], value: Option<&[u8]>, stamp: Stamp) -> bool {
         if self.xattr_stamps.get(name).is_some_and(|s| *s >= stamp) {
@@ -567,9 +576,30 @@ impl Tree {
         }
     }
 
-    /// Appends a journal entry to `ch`.
+    /// Appends a journal entry to `ch` (for the first edit of a conflict
+    /// copy, after the entry that announces the copy: see
+    /// [`Tree::announce_copy`]).
     pub fn journal(&self, ch: &mut Changes, hlc: u64, op: Op) {
+        if let Op::Content { id, replaces, .. } = &op {
+            if let Some(ino) = self.ino_of(id) {
+                self.announce_copy(ino, replaces, hlc, ch);
+            }
+        }
         ch.op(hlc, op);
+    }
+
+    /// Announces conflict copy `ino` before a local rename or link of it,
+    /// and gives it the change's stamp (as the announcement does on the
+    /// other nodes): from now on it is a file of its own.
+    fn announce_copy_change(&mut self, ino: u64, hlc: u64, ch: &mut Changes) {
+        let held = self.nodes.get(&ino).and_then(|n| n.content);
+        let untouched = self.nodes.get(&ino).is_some_and(|n| n.vstamp.0 == n.born);
+        if untouched && self.announce_copy(ino, &held, hlc, ch) {
+            let stamp = self.stamp(hlc);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.vstamp = stamp;
+            }
+        }
     }
 
     fn dir(&self, ino: u64) -> R<&Node> {
@@ -934,6 +964,9 @@ impl Tree {
         }
         let t = now_ns();
         let (pid, npid) = (self.get(parent)?.id, self.get(newparent)?.id);
+        if !exchange {
+            self.announce_copy_change(src, hlc, ch);
+        }
         if exchange {
             let dst = dst.ok_or(libc::ENOENT)?;
             let dst_dir = self.get(dst)?.kind == NodeKind::Dir;
@@ -1107,6 +1140,7 @@ impl Tree {
         }
         let pid = p.id;
         let t = now_ns();
+        self.announce_copy_change(ino, hlc, ch);
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlink += 1;
             n.ctime = t;

@@ -8,6 +8,10 @@
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
 //!   a copy that holds the bytes its file comes to hold again goes;
+//! - a conflict copy that a user edits, renames or links is announced
+//!   first (a `Create` carrying a [`CopyMade`]), so that nodes that never
+//!   made it (they met its version after a newer one) or dropped it make
+//!   it; from then on it is a file of its own that stays where it is;
 //! - edit beats delete: a remove that did not see the file's current
 //!   content, or a directory that still has children, leaves it in place,
 //!   and a directory removed here comes back (with those above it) when a
@@ -21,6 +25,8 @@
 //!   ends with the same tree.
 
 use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
 
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
@@ -414,6 +420,10 @@ impl Tree {
                 mode,
                 target,
             } => {
+                if let Some(made) = CopyMade::decode(*kind, target) {
+                    self.take_copy(id, parent, name, *mode, made, t, ch, fx);
+                    return;
+                }
                 if self.ids.contains_key(id) || *id == FileId::ROOT {
                     return;
                 }
@@ -948,14 +958,184 @@ fn unsuffixed(name: &[u8]) -> &[u8] {
 }
 
 impl Tree {
-    /// True for a conflict copy nobody renamed, moved or linked since it
-    /// was made (it follows its file and takes its name's turn).
+    /// True for a conflict copy nobody edited, renamed, moved or linked
+    /// since it was made (it follows its file and takes its name's turn).
     fn untouched_copy(&self, c: u64) -> bool {
         self.nodes.get(&c).is_some_and(|x| {
             x.stamps.origin().is_some()
                 && x.nlink == 1
                 && x.stamps.place == (x.born, id_prefix(&x.id))
+                && x.vstamp.0 == x.born
         })
+    }
+
+    /// True for conflict copy `c` holding `content`, the version it was
+    /// made with, and no change of its own since (see [`CopyMade`]).
+    fn pristine_copy(&self, c: u64, content: &Option<Hash>) -> bool {
+        self.nodes.get(&c).is_some_and(|x| {
+            x.stamps
+                .origin()
+                .is_some_and(|o| x.id == copy_id(&o, content, x.born))
+        })
+    }
+
+    /// Before a local change of conflict copy `ino` that makes it more
+    /// than a copy (an edit of the version `held` it was made with, a
+    /// rename, a link): tells the other nodes it exists, in an entry ahead
+    /// of the change's own (see [`CopyMade`]). Returns whether it did.
+    pub(super) fn announce_copy(
+        &self,
+        ino: u64,
+        held: &Option<Hash>,
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> bool {
+        if !self.pristine_copy(ino, held) {
+            return false;
+        }
+        let Some(n) = self.nodes.get(&ino) else {
+            return false;
+        };
+        let (Some(origin), Some(p), Some(name)) = (
+            n.stamps.origin(),
+            self.nodes.get(&n.parent),
+            self.name_in(n.parent, ino, b""),
+        ) else {
+            return false;
+        };
+        let made = CopyMade {
+            origin,
+            content: *held,
+            size: n.size,
+            mtime: n.mtime,
+            born: n.born,
+            vstamp: self.stamp(hlc),
+            attrs: KeptAttrs::of(n),
+        };
+        ch.op(
+            hlc,
+            Op::Create {
+                id: n.id,
+                parent: p.id,
+                name,
+                kind: NodeKind::File,
+                mode: n.perm,
+                target: made.encode(),
+            },
+        );
+        true
+    }
+
+    /// Takes another node's announcement of conflict copy `id` (see
+    /// [`CopyMade`]): a copy made here too takes its stamp and, when it
+    /// still followed its file, its place; a copy dropped or never made
+    /// here is made from it. A copy a user removed here stays removed
+    /// (an edit that follows brings it back).
+    #[allow(clippy::too_many_arguments)]
+    fn take_copy(
+        &mut self,
+        id: &FileId,
+        parent: &FileId,
+        name: &[u8],
+        mode: u32,
+        made: CopyMade,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        if let Some(ino) = self.ino_of(id) {
+            let Some(n) = self.nodes.get(&ino) else {
+                return;
+            };
+            if n.stamps.origin().is_none() || n.vstamp >= made.vstamp {
+                return;
+            }
+            let following = self.untouched_copy(ino);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.vstamp = made.vstamp;
+                made.attrs.merge_into(n, mode);
+            }
+            self.persist(ino, ch);
+            let (Some(np), Some(from)) = (
+                self.live_dir(parent, t, ch, fx),
+                self.nodes.get(&ino).map(|n| n.parent),
+            ) else {
+                return;
+            };
+            let Some(cur) = self.name_in(from, ino, name).filter(|_| following) else {
+                return;
+            };
+            if from == np && cur == name {
+                return;
+            }
+            self.unlink_name(from, &cur, t, ch, fx);
+            self.place_copy(np, name, ino, t, ch, fx);
+            self.give_back(from, &cur, t, ch, fx);
+            self.arrange(from, &cur, t, ch, fx);
+            return;
+        }
+        if self.tombs.contains_key(id) {
+            return;
+        }
+        let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
+        let (perm, kept) = match self.node_of(&made.origin) {
+            Some((_, o)) => (o.perm, KeptAttrs::of(o)),
+            None => (mode, KeptAttrs::default()),
+        };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut c = self.new_node(*id, NodeKind::File, perm, p, made.born);
+        c.content = made.content;
+        c.size = made.size;
+        c.mtime = made.mtime;
+        c.vstamp = made.vstamp;
+        kept.restore(&mut c);
+        made.attrs.merge_into(&mut c, mode);
+        c.stamps.set_origin(made.origin);
+        self.copies.entry(made.origin).or_default().push(ino);
+        self.insert_node(ino, c, ch);
+        self.place_copy(p, name, ino, t, ch, fx);
+    }
+
+    /// Gives announced copy `ino` the name `name` it has where it was
+    /// announced: untouched copies sharing that conflict name make way
+    /// (they take the next turns, as where the announced copy held the
+    /// name when they came); others keep it (see [`Tree::place`]).
+    fn place_copy(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let holder = self
+            .nodes
+            .get(&parent)
+            .and_then(|p| p.entries.get(name).copied())
+            .filter(|&h| h != ino && self.untouched_copy(h));
+        let Some(h) = holder else {
+            self.place(parent, name, ino, t, ch, fx);
+            return;
+        };
+        self.unlink_name(parent, name, t, ch, fx);
+        self.link_name(parent, name, ino, t, ch, fx);
+        let aside = (2u32..)
+            .map(|i| {
+                let mut n = unsuffixed(name).to_vec();
+                n.extend_from_slice(format!("~{i}").as_bytes());
+                n
+            })
+            .find(|n| {
+                self.nodes
+                    .get(&parent)
+                    .is_some_and(|p| !p.entries.contains_key(n))
+            })
+            .unwrap_or_default();
+        self.link_name(parent, &aside, h, t, ch, fx);
+        fx.inodes.push(h);
+        self.arrange(parent, &aside, t, ch, fx);
     }
 
     /// Names the untouched conflict copies in `parent` that share the
@@ -1139,6 +1319,50 @@ fn copy_id(id: &FileId, manifest: &Option<Hash>, hlc: u64) -> FileId {
     let mut cid = [0u8; 16];
     cid.copy_from_slice(&h.finalize().as_bytes()[..16]);
     FileId(cid)
+}
+
+/// Marks the `target` of a `Create` that announces a conflict copy: no
+/// symlink target starts with a NUL byte.
+const COPY_MADE: &[u8] = b"\0chanfs-copy/1\0";
+
+/// What a node changing a conflict copy tells the others first, in the
+/// `target` of a `Create` of the copy (ahead of the change's own entry):
+/// nodes that never made the copy (they met its version after a newer
+/// one) or dropped it (superseded) make it from this, so the edit, rename
+/// or link that follows finds it, and nodes that hold it take its stamp.
+/// A node older than this sees the create of an empty file.
+#[derive(Debug, Serialize, Deserialize)]
+struct CopyMade {
+    /// The file it is a copy of.
+    origin: FileId,
+    /// The version it was made with.
+    content: Option<Hash>,
+    /// Its size.
+    size: u64,
+    /// Its modification time (ns).
+    mtime: i64,
+    /// Clock of the version it was made with.
+    born: u64,
+    /// Stamp of the change announced: the copy's version stamp from now.
+    vstamp: Stamp,
+    /// Its mode's stamp and its xattrs, with changes made to the copy
+    /// itself (taken by last writer wins; the mode is the entry's).
+    attrs: KeptAttrs,
+}
+
+impl CopyMade {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = COPY_MADE.to_vec();
+        b.extend(postcard::to_allocvec(self).unwrap_or_default());
+        b
+    }
+
+    fn decode(kind: NodeKind, target: &[u8]) -> Option<CopyMade> {
+        let rest = target.strip_prefix(COPY_MADE)?;
+        (kind == NodeKind::File)
+            .then(|| postcard::from_bytes(rest).ok())
+            .flatten()
+    }
 }
 
 /// One content version of a file.

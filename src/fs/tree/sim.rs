@@ -1045,6 +1045,36 @@ fn copies_sharing_a_conflict_name_get_it_in_a_fixed_order() {
     }
 }
 
+/// A node edits the conflict copy it made of a version that the version's
+/// author had already replaced by a newer one before it met the conflict
+/// (so it never made that copy): the edited copy appears on every node,
+/// beside the two versions that are still heads.
+#[test]
+fn an_edited_conflict_copy_reaches_nodes_that_never_made_it() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"b1");
+        s.write(0, "/f.txt", b"a1");
+        let a1 = s.nodes[0].known.values().last().cloned().unwrap();
+        assert!(s.nodes[1].receive(&a1));
+        let root = names_in(&snapshot(&s.node(1).tree), "/");
+        let copy = root.iter().find(|n| *n != "f.txt").unwrap().clone();
+        s.write(1, &format!("/{copy}"), b"a1 edited");
+        s.write(0, "/f.txt", b"a2");
+        s.heal();
+        let snap = s.converged();
+        let mut want = vec![hash_of(b"b1"), hash_of(b"a2"), hash_of(b"a1 edited")];
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+    }
+}
+
 /// One node writes a version while another, later, writes a different one
 /// over the same version and then the first one's bytes again: the file
 /// shows those bytes and no conflict copy repeats them, on every node
@@ -1624,6 +1654,42 @@ fn random_workload(causal: bool) {
     };
     for seed in SEEDS {
         random_run(seed, 60, &ops, causal).converged();
+    }
+}
+
+/// Random workloads where any node edits any file (concurrent edits, some
+/// committed over remote versions, edits of conflict copies), with
+/// creates, modes and xattrs; causal delivery. All nodes converge.
+#[test]
+fn random_shared_edits_converge() {
+    random_workload_with(Ops {
+        shared_edits: true,
+        renames: false,
+        remove: false,
+        dir_moves: false,
+        replace: false,
+        link: false,
+    });
+}
+
+/// Random workloads of renames and directory moves (each node moving what
+/// it created, so that moves of one node never race) with creates, modes
+/// and xattrs; causal delivery. All nodes converge.
+#[test]
+fn random_renames_and_directory_moves_converge() {
+    random_workload_with(Ops {
+        shared_edits: false,
+        renames: true,
+        remove: false,
+        dir_moves: true,
+        replace: false,
+        link: false,
+    });
+}
+
+fn random_workload_with(ops: Ops) {
+    for seed in SEEDS {
+        random_run(seed, 60, &ops, true).converged();
     }
 }
 
