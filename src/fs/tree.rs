@@ -839,7 +839,8 @@ impl Tree {
         if n.kind == NodeKind::Dir {
             return Err(libc::EISDIR);
         }
-        let (id, seen, copy) = (n.id, n.content, n.stamps.origin().is_some());
+        let (id, seen) = (n.id, n.content);
+        let turns = self.takes_turns(ino);
         let pid = self.get(parent)?.id;
         let t = now_ns();
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -855,7 +856,7 @@ impl Tree {
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
             tree.give_back(parent, name, t, ch, fx);
-            if copy {
+            if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
         });
@@ -967,6 +968,7 @@ impl Tree {
         if !exchange {
             self.announce_copy_change(src, hlc, ch);
         }
+        let turns = self.takes_turns(src);
         if exchange {
             let dst = dst.ok_or(libc::ENOENT)?;
             let dst_dir = self.get(dst)?.kind == NodeKind::Dir;
@@ -1094,11 +1096,10 @@ impl Tree {
         }
         ch.dirent(parent, name, None);
         ch.dirent(newparent, newname, Some(src));
-        let copy = self.get(src)?.stamps.origin().is_some();
         self.with_deferred(|tree, fx| {
             tree.give_back(parent, name, t, ch, fx);
             tree.follow(src, t, ch, fx);
-            if copy {
+            if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
         });

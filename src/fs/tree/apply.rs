@@ -3,7 +3,9 @@
 //! its node wherever it moved. Every rule here is deterministic, so that
 //! nodes holding the same entries show the same tree:
 //! - two nodes claiming one name: the older (creation clock, then id) keeps
-//!   it, the other shows as `name.conflict-<node>-<time>.ext`;
+//!   it, the other shows as `name.conflict-<node>-<time>.ext`; nodes and
+//!   conflict copies that come to share one such name take it in a fixed
+//!   order (`~2`, `~3`, … for the younger);
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
@@ -240,6 +242,7 @@ impl Tree {
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
             self.claim(ino, parent, name);
             self.link_name(parent, &alt, ino, t, ch, fx);
+            self.arrange(parent, &alt, t, ch, fx);
         } else {
             let (born, id) = theirs.unwrap_or_default();
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
@@ -247,6 +250,7 @@ impl Tree {
             self.claim(other, parent, name);
             self.link_name(parent, &alt, other, t, ch, fx);
             self.link_name(parent, name, ino, t, ch, fx);
+            self.arrange(parent, &alt, t, ch, fx);
         }
     }
 
@@ -304,6 +308,7 @@ impl Tree {
         };
         self.unlink_name(parent, &cur, t, ch, fx);
         self.link_name(parent, name, ino, t, ch, fx);
+        self.arrange(parent, &cur, t, ch, fx);
     }
 
     /// Runs `f` with the effects a local change has on the kernel's
@@ -452,7 +457,7 @@ impl Tree {
                 {
                     return;
                 }
-                let copy = n.stamps.origin().is_some();
+                let turns = self.takes_turns(ino);
                 let Some(nm) = self.name_in(p, ino, name) else {
                     return;
                 };
@@ -469,7 +474,7 @@ impl Tree {
                 self.bury(ino, p, &nm, ch);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
-                if copy {
+                if turns {
                     self.arrange(p, &nm, t, ch, fx);
                 }
             }
@@ -538,6 +543,7 @@ impl Tree {
                     self.give_back(from, &cur, t, ch, fx);
                     return;
                 }
+                let turns = self.takes_turns(ino);
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
                     n.moved(from, &cur, stamp);
@@ -546,11 +552,7 @@ impl Tree {
                 self.place(np, name, ino, t, ch, fx);
                 self.give_back(from, &cur, t, ch, fx);
                 self.follow(ino, t, ch, fx);
-                if self
-                    .nodes
-                    .get(&ino)
-                    .is_some_and(|n| n.stamps.origin().is_some())
-                {
+                if turns {
                     self.arrange(from, &cur, t, ch, fx);
                 }
             }
@@ -1138,10 +1140,34 @@ impl Tree {
         self.arrange(parent, &aside, t, ch, fx);
     }
 
-    /// Names the untouched conflict copies in `parent` that share the
-    /// conflict name `name` (given with or without its `~N`) in a fixed
-    /// order, oldest version first: the plain name, then `~2`, … (the order
-    /// they arrived in differs between nodes).
+    /// What orders node `c` among those sharing its conflict name, if it
+    /// takes turns: an untouched conflict copy by the stamp of its version,
+    /// a node shown under a conflict name while it claims another by its
+    /// creation (the stamps its conflict names are made of).
+    fn name_turn(&self, c: u64) -> Option<(Stamp, FileId)> {
+        let x = self.nodes.get(&c)?;
+        if self.untouched_copy(c) {
+            Some((x.vstamp, x.id))
+        } else if x.stamps.want().is_some() && x.nlink <= 1 {
+            Some(((x.born, id_prefix(&x.id)), x.id))
+        } else {
+            None
+        }
+    }
+
+    /// True when node `c` takes turns for a conflict name (see
+    /// [`Tree::name_turn`]): a name it leaves must be arranged again.
+    pub(super) fn takes_turns(&self, c: u64) -> bool {
+        self.nodes
+            .get(&c)
+            .is_some_and(|x| x.stamps.origin().is_some() || x.stamps.want().is_some())
+    }
+
+    /// Names the nodes in `parent` that share the conflict name `name`
+    /// (given with or without its `~N`) and take turns for it (see
+    /// [`Tree::name_turn`]) in a fixed order, oldest first: the plain
+    /// name, then `~2`, … (the order they arrived in differs between
+    /// nodes).
     pub(super) fn arrange(
         &mut self,
         parent: u64,
@@ -1158,11 +1184,7 @@ impl Tree {
             .entries
             .iter()
             .filter(|(n, _)| unsuffixed(n) == base)
-            .filter(|(_, c)| self.untouched_copy(**c))
-            .filter_map(|(n, c)| {
-                let x = self.nodes.get(c)?;
-                Some(((x.vstamp, x.id), *c, n.clone()))
-            })
+            .filter_map(|(n, c)| Some((self.name_turn(*c)?, *c, n.clone())))
             .collect();
         if members.len() < 2 && members.first().is_none_or(|m| m.2 == base) {
             return;

@@ -745,6 +745,44 @@ fn concurrent_creates_of_one_name_keep_both() {
     }
 }
 
+/// Two files made by one node in one second are moved, on two other
+/// nodes, onto a name that an older file holds: both show under the same
+/// conflict name, in a fixed order (the older file the plain one, the
+/// other `~2`), whatever order each node met the moves in. Causal
+/// delivery: a move met before the create of its file is lost.
+#[test]
+fn nodes_sharing_a_conflict_name_get_it_in_a_fixed_order() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        s.offline[2] = true;
+        s.create(2, "/", "n.txt", NodeKind::File);
+        let later = s.nodes[2].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.create(0, "/", "a", NodeKind::Dir);
+        s.create(0, "/", "b", NodeKind::Dir);
+        s.create(0, "/a", "n.txt", NodeKind::File);
+        s.write(0, "/a/n.txt", b"older");
+        s.create(0, "/b", "n.txt", NodeKind::File);
+        s.write(0, "/b/n.txt", b"younger");
+        s.settle();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rename(1, "/a/n.txt", "/n.txt");
+        s.rename(0, "/b/n.txt", "/n.txt");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 5, "seed {seed}: {root:?}");
+        let plain = root
+            .iter()
+            .find(|n| n.starts_with("n.conflict-") && n.ends_with(".txt"))
+            .unwrap_or_else(|| panic!("seed {seed}: {root:?}"));
+        assert_eq!(item(&snap, &format!("/{plain}")).content, hash_of(b"older"));
+        let second = item(&snap, &format!("/{plain}~2"));
+        assert_eq!(second.content, hash_of(b"younger"), "seed {seed}");
+    }
+}
+
 /// Two nodes create one name apart; once the node holding the name loses
 /// it (removed on the other node, or renamed away), the younger node
 /// leaves its conflict name and takes the name back, on every node.
@@ -1657,14 +1695,15 @@ fn random_workload(causal: bool) {
     }
 }
 
-/// Random workloads where any node edits any file (concurrent edits, some
-/// committed over remote versions, edits of conflict copies), with
-/// creates, modes and xattrs; causal delivery. All nodes converge.
+/// Random workloads where any node edits and renames any file (concurrent
+/// edits, some committed over remote versions, edits and renames of
+/// conflict copies), with creates, modes and xattrs; causal delivery. All
+/// nodes converge.
 #[test]
-fn random_shared_edits_converge() {
+fn random_shared_edits_and_renames_converge() {
     random_workload_with(Ops {
         shared_edits: true,
-        renames: false,
+        renames: true,
         remove: false,
         dir_moves: false,
         replace: false,
