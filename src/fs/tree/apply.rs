@@ -15,9 +15,11 @@
 //!   made it (they met its version after a newer one) or dropped it make
 //!   it; from then on it is a file of its own that stays where it is;
 //! - edit beats delete: a remove that did not see the file's current
-//!   content, or a directory that still has children, leaves it in place,
-//!   and a directory removed here comes back (with those above it) when a
-//!   change made elsewhere puts something in it;
+//!   content leaves it in place (taking only the conflict copy of the
+//!   version it saw), an edit met after the remove brings the file back
+//!   with the edit; a remove of a directory that still has children
+//!   leaves it in place, and a directory removed here comes back (with
+//!   those above it) when a change made elsewhere puts something in it;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -452,9 +454,16 @@ impl Tree {
                 let (Some((ino, n)), Some(p)) = (self.node_of(id), self.ino_of(parent)) else {
                     return;
                 };
-                if (n.kind == NodeKind::File && n.content != *seen)
-                    || (n.kind == NodeKind::Dir && !n.entries.is_empty())
-                {
+                if n.kind == NodeKind::File && n.content != *seen {
+                    // Edited meanwhile: it stays. The version the remover
+                    // saw, if it lost a conflict here, goes with its copy
+                    // (nodes that met the remove first never make it).
+                    if let Some(c) = self.conflict_copy_of(ino, seen) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
+                    return;
+                }
+                if n.kind == NodeKind::Dir && !n.entries.is_empty() {
                     return;
                 }
                 let turns = self.takes_turns(ino);
@@ -756,8 +765,11 @@ impl Tree {
         Some(ino)
     }
 
-    /// Brings back file `id` removed here, when an edit of the version it
-    /// had when removed (`replaces`) arrives.
+    /// Brings back file `id` removed here when an edit arrives (edit beats
+    /// delete: under causal delivery an edit met after the remove was made
+    /// without seeing it). It comes back holding the version the edit
+    /// replaces, the one it had when removed or one concurrent with it
+    /// (the removed one then leaves no copy: see the remove of a file).
     fn resurrect(
         &mut self,
         id: &FileId,
@@ -766,16 +778,12 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let tomb = self
-            .tombs
-            .get(id)
-            .filter(|tb| !tb.dir && tb.content == *replaces)?
-            .clone();
+        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
         let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
-        n.content = tomb.content;
+        n.content = *replaces;
         (n.size, n.mtime) = tomb.size_mtime;
         tomb.attrs.restore(&mut n);
         self.insert_node(ino, n, ch);

@@ -1270,6 +1270,30 @@ fn edit_beats_delete_on_the_deleting_node() {
     }
 }
 
+/// One node edits a file while another edits the same version and then
+/// removes the file: the first edit lives on under the file's name on
+/// every node, and the removed version leaves no conflict copy (nodes that
+/// met the remove first bring the file back with the edit).
+#[test]
+fn edit_beats_the_delete_of_a_concurrent_version() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(1, "/f.txt", b"b, then removed");
+        s.unlink(1, "/f.txt");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.write(0, "/f.txt", b"a");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"a"));
+    }
+}
+
 /// Deletes made while a node is offline reach it when it comes back, and
 /// nothing it still held is resurrected elsewhere.
 #[test]
