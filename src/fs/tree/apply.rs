@@ -451,7 +451,15 @@ impl Tree {
                 name,
                 seen,
             } => {
-                let (Some((ino, n)), Some(p)) = (self.node_of(id), self.ino_of(parent)) else {
+                let Some((ino, n)) = self.node_of(id) else {
+                    // Gone here already: the version the remover saw, if
+                    // it lost a conflict here, goes with its copy.
+                    if let Some(c) = self.copy_of_version(id, seen) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
+                    return;
+                };
+                let Some(p) = self.ino_of(parent) else {
                     return;
                 };
                 if n.kind == NodeKind::File && n.content != *seen {
@@ -833,14 +841,19 @@ impl Tree {
     /// The conflict copy of file `ino` holding version `content` untouched
     /// since it was made (same content, name and place).
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
-        let id = self.nodes.get(&ino)?.id;
-        self.copies_of(ino).into_iter().find(|&c| {
+        self.copy_of_version(&self.nodes.get(&ino)?.id, content)
+    }
+
+    /// The same by the file's id (the file may be gone here).
+    fn copy_of_version(&self, id: &FileId, content: &Option<Hash>) -> Option<u64> {
+        self.copies.get(id)?.iter().copied().find(|&c| {
             // A copy somebody renamed or moved (put aside) stays.
             self.untouched_copy(c)
                 && self.nodes.get(&c).is_some_and(|x| {
                     x.kind == NodeKind::File
+                        && x.stamps.origin() == Some(*id)
                         && x.content == *content
-                        && x.id == copy_id(&id, content, x.vstamp.0)
+                        && x.id == copy_id(id, content, x.vstamp.0)
                 })
         })
     }

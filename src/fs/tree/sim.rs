@@ -1273,24 +1273,45 @@ fn edit_beats_delete_on_the_deleting_node() {
 /// One node edits a file while another edits the same version and then
 /// removes the file: the first edit lives on under the file's name on
 /// every node, and the removed version leaves no conflict copy (nodes that
-/// met the remove first bring the file back with the edit).
+/// met the remove first bring the file back with the edit). When the
+/// first node removes the file too, nothing is left anywhere.
 #[test]
 fn edit_beats_the_delete_of_a_concurrent_version() {
     for (seed, causal) in runs() {
-        let mut s = Sim::new(3, seed);
-        s.causal = causal;
-        shared_file(&mut s);
-        s.offline[0] = true;
-        s.offline[1] = true;
-        s.write(1, "/f.txt", b"b, then removed");
-        s.unlink(1, "/f.txt");
-        let later = s.nodes[1].hlc.now() + 1_000;
-        s.nodes[0].hlc.observe(later);
-        s.write(0, "/f.txt", b"a");
-        s.heal();
-        let snap = s.converged();
-        assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
-        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"a"));
+        for both in [false, true] {
+            let mut s = Sim::new(3, seed);
+            s.causal = causal;
+            shared_file(&mut s);
+            s.offline[0] = true;
+            s.offline[1] = true;
+            s.write(1, "/f.txt", b"b, then removed");
+            s.unlink(1, "/f.txt");
+            let later = s.nodes[1].hlc.now() + 1_000;
+            s.nodes[0].hlc.observe(later);
+            s.write(0, "/f.txt", b"a");
+            if both {
+                s.unlink(0, "/f.txt");
+                // The third node meets both edits, then both removes: the
+                // file goes, then the copy the remover of its version saw.
+                let last_two = |n: &SimNode| -> Vec<Entry> {
+                    let mine = n.known.values().filter(|e| e.author == n.author);
+                    let v: Vec<Entry> = mine.cloned().collect();
+                    v[v.len() - 2..].to_vec()
+                };
+                let (a, b) = (last_two(&s.nodes[0]), last_two(&s.nodes[1]));
+                for e in [&a[0], &b[0], &a[1], &b[1]] {
+                    assert!(s.nodes[2].receive(e));
+                }
+            }
+            s.heal();
+            let snap = s.converged();
+            if both {
+                assert!(snap.is_empty(), "seed {seed}:\n{}", render(&snap));
+            } else {
+                assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+                assert_eq!(item(&snap, "/f.txt").content, hash_of(b"a"));
+            }
+        }
     }
 }
 
