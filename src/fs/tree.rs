@@ -770,10 +770,19 @@ impl Tree {
     /// Keeps a tombstone for file or directory `ino` when its last name
     /// (`name` in `parent`) has just gone.
     fn bury(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
+        if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
+            self.keep_tomb(ino, parent, name, ch);
+        }
+    }
+
+    /// Keeps a tombstone for file or directory `ino`, named `name` in
+    /// `parent` (a directory that still lives keeps one while a remove of
+    /// it waits for it to empty: see [`Tree::settle_pending`]).
+    fn keep_tomb(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
         let Some(n) = self.nodes.get(&ino) else {
             return;
         };
-        if !matches!(n.kind, NodeKind::File | NodeKind::Dir) || n.nlink != 0 {
+        if !matches!(n.kind, NodeKind::File | NodeKind::Dir) {
             return;
         }
         let t = Tomb {
@@ -859,6 +868,7 @@ impl Tree {
             if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
+            tree.settle_pending(parent, t, ch, fx);
         });
         ch.op(
             hlc,
@@ -900,7 +910,10 @@ impl Tree {
         }
         self.bury(ino, parent, name, ch);
         self.maybe_free(ino, ch);
-        self.with_deferred(|tree, fx| tree.give_back(parent, name, t, ch, fx));
+        self.with_deferred(|tree, fx| {
+            tree.give_back(parent, name, t, ch, fx);
+            tree.settle_pending(parent, t, ch, fx);
+        });
         ch.op(
             hlc,
             Op::Remove {
@@ -1102,6 +1115,7 @@ impl Tree {
             if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
+            tree.settle_pending(parent, t, ch, fx);
         });
         let sid = self.get(src)?.id;
         ch.op(

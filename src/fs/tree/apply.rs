@@ -18,8 +18,9 @@
 //!   content leaves it in place (taking only the conflict copy of the
 //!   version it saw), an edit met after the remove brings the file back
 //!   with the edit; a remove of a directory that still has children
-//!   leaves it in place, and a directory removed here comes back (with
-//!   those above it) when a change made elsewhere puts something in it;
+//!   leaves it in place until it empties, and a directory removed here
+//!   comes back (with those above it) when a change made elsewhere puts
+//!   something in it, until it empties again;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -28,7 +29,7 @@
 //!   directory goes back where it was), so no cycle forms and every node
 //!   ends with the same tree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -416,6 +417,56 @@ impl Tree {
     /// Applies another member's entry. Unknown ids and stale moves are
     /// skipped; nothing here fails.
     pub fn apply(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
+        let before = fx.names.len();
+        self.apply_op(e, ch, fx);
+        let t = (e.hlc as i64).saturating_mul(1000);
+        let dirs: BTreeSet<u64> = fx.names[before..].iter().map(|(p, _)| *p).collect();
+        for d in dirs {
+            self.settle_pending(d, t, ch, fx);
+        }
+    }
+
+    /// Removes directory `dir` when a remove of it waits (it had children
+    /// when the remove came, or came back for a change made concurrently
+    /// with it) and it has emptied; then its parent likewise. Nodes that
+    /// met the remove after the change went see it remove the directory at
+    /// once, so every node ends the same.
+    pub(super) fn settle_pending(
+        &mut self,
+        mut dir: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        loop {
+            let Some(d) = self.nodes.get(&dir) else {
+                return;
+            };
+            if dir == ROOT
+                || d.kind != NodeKind::Dir
+                || !d.entries.is_empty()
+                || !self.tombs.contains_key(&d.id)
+            {
+                return;
+            }
+            let parent = d.parent;
+            let Some(name) = self.name_in(parent, dir, b"") else {
+                return;
+            };
+            self.unlink_name(parent, &name, t, ch, fx);
+            if let Some(n) = self.nodes.get_mut(&dir) {
+                n.nlink = 0;
+                n.ctime = t;
+            }
+            fx.inodes.push(dir);
+            self.bury(dir, parent, &name, ch);
+            self.maybe_free(dir, ch);
+            self.give_back(parent, &name, t, ch, fx);
+            dir = parent;
+        }
+    }
+
+    fn apply_op(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
         let t = (e.hlc as i64).saturating_mul(1000);
         let author = prefix(&e.author);
         match &e.op {
@@ -472,6 +523,10 @@ impl Tree {
                     return;
                 }
                 if n.kind == NodeKind::Dir && !n.entries.is_empty() {
+                    // Filled meanwhile: it stays until it empties.
+                    if let Some(nm) = self.name_in(p, ino, name) {
+                        self.keep_tomb(ino, p, &nm, ch);
+                    }
                     return;
                 }
                 let turns = self.takes_turns(ino);
@@ -767,8 +822,7 @@ impl Tree {
         n.mtime = tomb.size_mtime.1;
         tomb.attrs.restore(&mut n);
         self.insert_node(ino, n, ch);
-        self.tombs.remove(id);
-        ch.tomb(id, None);
+        // The tombstone stays: the remove waits for it to empty again.
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
     }

@@ -909,6 +909,33 @@ fn a_directory_removed_while_filled_elsewhere_stays() {
     }
 }
 
+/// One node removes an empty directory while another creates a file in
+/// it and removes the file again: the directory goes on every node (nodes
+/// that met the create first keep the directory while it has the file,
+/// nodes that met the remove first bring it back for the file; both
+/// remove it once it is empty).
+#[test]
+fn a_directory_removed_while_filled_elsewhere_goes_once_emptied() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "d", NodeKind::Dir);
+        s.create(0, "/", "keep", NodeKind::Dir);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rmdir(0, "/d");
+        s.create(1, "/d", "tmp.txt", NodeKind::File);
+        s.unlink(1, "/d/tmp.txt");
+        s.offline[1] = false;
+        s.gossip(1, 2);
+        s.deliver(2);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["keep"], "seed {seed}");
+    }
+}
+
 /// Prepares `/f.txt` with content `v0` on every node of `s`.
 fn shared_file(s: &mut Sim) {
     s.create(0, "/", "f.txt", NodeKind::File);
@@ -1756,15 +1783,16 @@ fn random_shared_edits_and_renames_converge() {
     });
 }
 
-/// Random workloads of renames and directory moves (each node moving what
-/// it created, so that moves of one node never race) with creates, modes
-/// and xattrs; causal delivery. All nodes converge.
+/// Random workloads of renames, removes and directory moves (each node
+/// moving and removing what it created, so that changes of one node never
+/// race, but creates and moves into directories removed elsewhere do)
+/// with creates, modes and xattrs; causal delivery. All nodes converge.
 #[test]
-fn random_renames_and_directory_moves_converge() {
+fn random_renames_removes_and_directory_moves_converge() {
     random_workload_with(Ops {
         shared_edits: false,
         renames: true,
-        remove: false,
+        remove: true,
         dir_moves: true,
         replace: false,
         link: false,
