@@ -14,8 +14,8 @@
 //!   first (a `Create` carrying a [`CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
 //!   it; from then on it is a file of its own that stays where it is;
-//! - edit beats delete: a remove that did not see the file's current
-//!   content leaves it in place (taking only the conflict copy of the
+//! - edit beats delete: a remove of the last name of a file that did not
+//!   see its current content leaves it in place (taking only the conflict copy of the
 //!   version it saw), an edit met after the remove brings the file back
 //!   with the edit; a remove of a directory that still has children
 //!   leaves it in place until it empties, and a directory removed here
@@ -513,7 +513,9 @@ impl Tree {
                 let Some(p) = self.ino_of(parent) else {
                     return;
                 };
-                if n.kind == NodeKind::File && n.content != *seen {
+                // A name of a file that has others goes whatever its
+                // content: the content stays under them.
+                if n.kind == NodeKind::File && n.content != *seen && n.nlink <= 1 {
                     // Edited meanwhile: it stays. The version the remover
                     // saw, if it lost a conflict here, goes with its copy
                     // (nodes that met the remove first never make it).

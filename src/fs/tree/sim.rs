@@ -1297,6 +1297,31 @@ fn edit_beats_delete_on_the_deleting_node() {
     }
 }
 
+/// One node removes one name of a file with two while another edits the
+/// file: the name goes and the file lives on under its other name, with
+/// the edit, on every node (a name of a file that has others is no delete
+/// of its content).
+#[test]
+fn removing_one_of_two_names_of_an_edited_file_converges() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        let ino = s.node(0).at("/f.txt");
+        s.op(0, |t, h, ch| t.link(ino, ROOT, b"g.txt", h, ch))
+            .unwrap();
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, "/f.txt");
+        s.write(1, "/f.txt", b"edited");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["g.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/g.txt").content, hash_of(b"edited"));
+    }
+}
+
 /// One node edits a file while another edits the same version and then
 /// removes the file: the first edit lives on under the file's name on
 /// every node, and the removed version leaves no conflict copy (nodes that
