@@ -698,11 +698,19 @@ impl Tree {
                 replaces,
                 mtime,
             } => {
-                let Some(ino) = self.ino_of(id).or_else(|| {
-                    // Removed here while it was edited there: the edit wins.
-                    self.resurrect(id, replaces, t, ch, fx)
-                }) else {
-                    return;
+                let remote = Version {
+                    manifest: *manifest,
+                    size: *size,
+                    mtime: *mtime,
+                    stamp: (e.hlc, author),
+                };
+                let ino = match self.ino_of(id) {
+                    Some(ino) => ino,
+                    // Removed here while it was edited there.
+                    None => match self.edit_of_removed(id, remote, replaces, t, ch, fx) {
+                        Some(ino) => ino,
+                        None => return,
+                    },
                 };
                 let Some(n) = self.nodes.get(&ino) else {
                     return;
@@ -710,12 +718,6 @@ impl Tree {
                 if n.kind != NodeKind::File || n.content == *manifest {
                     return;
                 }
-                let remote = Version {
-                    manifest: *manifest,
-                    size: *size,
-                    mtime: *mtime,
-                    stamp: (e.hlc, author),
-                };
                 if n.content == *replaces {
                     self.set_version(ino, &remote, t, ch, fx);
                 } else {
@@ -1002,11 +1004,34 @@ impl Tree {
         if winner.stamp != local.stamp {
             self.set_version(ino, &winner, t, ch, fx);
         }
-        let cid = copy_id(&id, &loser.manifest, loser.stamp.0);
-        if self.ids.contains_key(&cid) || loser.manifest == winner.manifest {
+        if loser.manifest == winner.manifest {
             return None;
         }
         let (_, name) = self.claimed_name(ino)?;
+        self.make_copy(id, parent, &name, perm, &kept, loser, t, ch, fx)
+    }
+
+    /// Makes the conflict copy of file `id` that keeps version `loser`,
+    /// beside it in `parent`, named after `name` (the name the file goes
+    /// by), with the file's mode `perm` and attributes `kept`. Returns its
+    /// inode, or `None` when it exists already.
+    #[allow(clippy::too_many_arguments)]
+    fn make_copy(
+        &mut self,
+        id: FileId,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        kept: &KeptAttrs,
+        loser: Version,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        let cid = copy_id(&id, &loser.manifest, loser.stamp.0);
+        if self.ids.contains_key(&cid) {
+            return None;
+        }
         let cino = self.next_ino;
         self.next_ino += 1;
         let mut c = self.new_node(cid, NodeKind::File, perm, parent, loser.stamp.0);
@@ -1021,10 +1046,50 @@ impl Tree {
         c.stamps.set_origin(id);
         self.copies.entry(id).or_default().push(cino);
         self.insert_node(cino, c, ch);
-        let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
+        let alt = self.free_conflict_name(parent, name, loser.stamp.1, loser.stamp.0);
         self.link_name(parent, &alt, cino, t, ch, fx);
         self.arrange(parent, &alt, t, ch, fx);
         Some(cino)
+    }
+
+    /// An edit `v` (of version `replaces`) of file `id`, removed here,
+    /// arrives. The conflict copy of the version it replaces goes (the
+    /// edit supersedes it). Then edit beats delete: the file comes back
+    /// with it (see [`Tree::resurrect`]), unless it would have lost to the
+    /// version removed: then it shows as that version's conflict copy
+    /// would have, beside where the file was (as on nodes that met it
+    /// before the remove). Returns the file's inode when it came back.
+    fn edit_of_removed(
+        &mut self,
+        id: &FileId,
+        v: Version,
+        replaces: &Option<Hash>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        if let Some(c) = self.copy_of_version(id, replaces) {
+            self.drop_copy(c, t, ch, fx);
+        }
+        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        if v.stamp > tomb.vstamp {
+            return self.resurrect(id, replaces, t, ch, fx);
+        }
+        if v.manifest != tomb.content {
+            let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
+            self.make_copy(
+                *id,
+                parent,
+                &tomb.name,
+                tomb.perm,
+                &tomb.attrs,
+                v,
+                t,
+                ch,
+                fx,
+            );
+        }
+        None
     }
 }
 

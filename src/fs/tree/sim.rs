@@ -1297,6 +1297,32 @@ fn edit_beats_delete_on_the_deleting_node() {
     }
 }
 
+/// One node edits a file and then removes it while another made an older
+/// edit of the same version: the older version, which lost to the removed
+/// one, lives on as its conflict copy on every node (nodes that met the
+/// remove first make the copy it would have been).
+#[test]
+fn an_older_edit_of_a_removed_version_stays_as_its_conflict_copy() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(1, "/f.txt", b"older");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.write(0, "/f.txt", b"newer, then removed");
+        s.unlink(0, "/f.txt");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 1, "seed {seed}: {root:?}");
+        assert!(root[0].starts_with("f.conflict-"), "seed {seed}: {root:?}");
+        assert_eq!(contents(&snap), [hash_of(b"older")], "seed {seed}");
+    }
+}
+
 /// One node removes one name of a file with two while another edits the
 /// file: the name goes and the file lives on under its other name, with
 /// the edit, on every node (a name of a file that has others is no delete
