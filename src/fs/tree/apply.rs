@@ -1242,9 +1242,9 @@ impl Tree {
     }
 
     /// Gives announced copy `ino` the name `name` it has where it was
-    /// announced: untouched copies sharing that conflict name make way
-    /// (they take the next turns, as where the announced copy held the
-    /// name when they came); others keep it (see [`Tree::place`]).
+    /// announced: nodes taking turns for that conflict name make way (they
+    /// take the next turns, as where the announced copy held the name when
+    /// they came); others keep it (see [`Tree::place`]).
     fn place_copy(
         &mut self,
         parent: u64,
@@ -1258,7 +1258,7 @@ impl Tree {
             .nodes
             .get(&parent)
             .and_then(|p| p.entries.get(name).copied())
-            .filter(|&h| h != ino && self.untouched_copy(h));
+            .filter(|&h| h != ino && self.name_turn(h).is_some());
         let Some(h) = holder else {
             self.place(parent, name, ino, t, ch, fx);
             return;
