@@ -660,6 +660,9 @@ impl Tree {
                             ch.tomb(id, Some(tb));
                         }
                     }
+                    if let Some(m) = attr.mode {
+                        self.for_copies_of_gone(id, t, ch, fx, |c| c.take_mode(m & 0o7777, stamp));
+                    }
                     return;
                 }
                 let Some((ino, n)) = self.node_mut_of(id) else {
@@ -734,6 +737,7 @@ impl Tree {
                             ch.tomb(id, Some(tb));
                         }
                     }
+                    self.for_copies_of_gone(id, t, ch, fx, |c| c.take_xattr(name, value, stamp));
                     return;
                 }
                 let Some((ino, n)) = self.node_mut_of(id) else {
@@ -1222,9 +1226,12 @@ impl Tree {
             return;
         }
         let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
-        let (perm, kept) = match self.node_of(&made.origin) {
-            Some((_, o)) => (o.perm, KeptAttrs::of(o)),
-            None => (mode, KeptAttrs::default()),
+        // Mode and xattrs as its file has them (or had them, with the
+        // changes met since it went), then the copy's own.
+        let (perm, kept) = match (self.node_of(&made.origin), self.tombs.get(&made.origin)) {
+            (Some((_, o)), _) => (o.perm, KeptAttrs::of(o)),
+            (None, Some(tb)) => (tb.perm, tb.attrs.clone()),
+            (None, None) => (mode, KeptAttrs::default()),
         };
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -1431,18 +1438,22 @@ impl Tree {
         let Some(n) = self.nodes.get(&ino) else {
             return Vec::new();
         };
-        let id = n.id;
+        let mut v = self.copies_of_id(&n.id);
+        v.retain(|c| *c != ino);
+        v
+    }
+
+    /// The conflict copies made of file `id` (which may be gone here).
+    fn copies_of_id(&self, id: &FileId) -> Vec<u64> {
         self.copies
-            .get(&id)
+            .get(id)
             .into_iter()
             .flatten()
             .copied()
             .filter(|c| {
-                *c != ino
-                    && self
-                        .nodes
-                        .get(c)
-                        .is_some_and(|x| x.stamps.origin() == Some(id))
+                self.nodes
+                    .get(c)
+                    .is_some_and(|x| x.stamps.origin() == Some(*id))
             })
             .collect()
     }
@@ -1455,9 +1466,36 @@ impl Tree {
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
+        take: impl FnMut(&mut Node) -> bool,
+    ) {
+        let todo = self.copies_of(ino);
+        self.for_each_copy(todo, t, ch, fx, take);
+    }
+
+    /// The same for the copies of file `id`, gone here (its copies outlive
+    /// it and keep following its mode and xattrs, as where they were made
+    /// after the change).
+    fn for_copies_of_gone(
+        &mut self,
+        id: &FileId,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+        take: impl FnMut(&mut Node) -> bool,
+    ) {
+        let todo = self.copies_of_id(id);
+        self.for_each_copy(todo, t, ch, fx, take);
+    }
+
+    /// Applies `take` to copies `todo`, and to theirs where it took.
+    fn for_each_copy(
+        &mut self,
+        mut todo: Vec<u64>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
         mut take: impl FnMut(&mut Node) -> bool,
     ) {
-        let mut todo = self.copies_of(ino);
         while let Some(c) = todo.pop() {
             let Some(n) = self.nodes.get_mut(&c) else {
                 continue;

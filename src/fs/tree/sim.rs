@@ -1323,6 +1323,33 @@ fn an_older_edit_of_a_removed_version_stays_as_its_conflict_copy() {
     }
 }
 
+/// A file with a conflict copy is removed on one node while another
+/// changes its mode: the copy outlives the file and takes the mode on
+/// every node, also where the remove came first.
+#[test]
+fn a_conflict_copy_takes_a_mode_change_of_its_removed_file() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(0, "/f.txt", b"a");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"b");
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, "/f.txt");
+        s.chmod(1, "/f.txt", 0o600);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(snap.len(), 1, "seed {seed}:\n{}", render(&snap));
+        assert_eq!((snap[0].content, snap[0].perm), (hash_of(b"a"), 0o600));
+    }
+}
+
 /// One node removes one name of a file with two while another edits the
 /// file: the name goes and the file lives on under its other name, with
 /// the edit, on every node (a name of a file that has others is no delete
