@@ -718,7 +718,16 @@ impl Tree {
                 let Some(n) = self.nodes.get(&ino) else {
                     return;
                 };
-                if n.kind != NodeKind::File || n.content == *manifest {
+                if n.kind != NodeKind::File {
+                    return;
+                }
+                if n.content == *manifest {
+                    // It holds these bytes already; the copy of the version
+                    // the edit replaces still goes (as where it came before
+                    // the equal version, through `content_conflict`).
+                    if let Some(c) = self.conflict_copy_of(ino, replaces) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
                     return;
                 }
                 if n.content == *replaces {
