@@ -1007,7 +1007,7 @@ impl Tree {
             mtime: n.mtime,
             stamp: n.vstamp,
         };
-        let (id, perm, parent) = (n.id, n.perm, n.parent);
+        let (id, perm) = (n.id, n.perm);
         let kept = KeptAttrs::of(n);
         let (winner, loser) = if other.stamp > local.stamp {
             (other, local)
@@ -1020,7 +1020,7 @@ impl Tree {
         if loser.manifest == winner.manifest {
             return None;
         }
-        let (_, name) = self.claimed_name(ino)?;
+        let (parent, name) = self.claimed_name(ino)?;
         self.make_copy(id, parent, &name, perm, &kept, loser, t, ch, fx)
     }
 
@@ -1387,14 +1387,29 @@ impl Tree {
 
     /// The directory and name file `ino` goes by: the name it claims when
     /// it shows under a conflict name (it gets it back later), else the
-    /// name it has in its parent.
+    /// name it has in its parent; for a file with several names, the
+    /// first by (directory id, name), the same on every node (its parent
+    /// is that of the name it got last here, which differs).
     fn claimed_name(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
         let n = self.nodes.get(&ino)?;
-        let name = match n.stamps.want() {
-            Some(w) => w.to_vec(),
-            None => self.name_in(n.parent, ino, b"")?,
-        };
-        Some((n.parent, name))
+        if let Some(w) = n.stamps.want() {
+            return Some((n.parent, w.to_vec()));
+        }
+        if n.nlink > 1 && n.kind != NodeKind::Dir {
+            return self
+                .nodes
+                .iter()
+                .filter(|(_, d)| d.kind == NodeKind::Dir)
+                .flat_map(|(&di, d)| {
+                    d.entries
+                        .iter()
+                        .filter(|(_, &i)| i == ino)
+                        .map(move |(nm, _)| ((d.id, nm.clone()), di))
+                })
+                .min()
+                .map(|((_, nm), di)| (di, nm));
+        }
+        Some((n.parent, self.name_in(n.parent, ino, b"")?))
     }
 
     /// Puts the untouched conflict copies of file `ino` (and theirs) beside
