@@ -3,12 +3,24 @@
 //! its node wherever it moved. Every rule here is deterministic, so that
 //! nodes holding the same entries show the same tree:
 //! - two nodes claiming one name: the older (creation clock, then id) keeps
-//!   it, the other shows as `name.conflict-<node>-<time>.ext`;
+//!   it, the other shows as `name.conflict-<node>-<time>.ext`; nodes and
+//!   conflict copies that come to share one such name take it in a fixed
+//!   order (`~2`, `~3`, … for the younger);
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
-//! - edit beats delete: a remove that did not see the file's current
-//!   content, or a directory that still has children, leaves it in place;
+//!   a copy that holds the bytes its file comes to hold again goes;
+//! - a conflict copy that a user edits, renames or links is announced
+//!   first (a `Create` carrying a [`CopyMade`]), so that nodes that never
+//!   made it (they met its version after a newer one) or dropped it make
+//!   it; from then on it is a file of its own that stays where it is;
+//! - edit beats delete: a remove of the last name of a file that did not
+//!   see its current content leaves it in place (taking only the conflict copy of the
+//!   version it saw), an edit met after the remove brings the file back
+//!   with the edit; a remove of a directory that still has children
+//!   leaves it in place until it empties, and a directory removed here
+//!   comes back (with those above it) when a change made elsewhere puts
+//!   something in it, until it empties again;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -17,7 +29,9 @@
 //!   directory goes back where it was), so no cycle forms and every node
 //!   ends with the same tree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
 
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
@@ -231,6 +245,7 @@ impl Tree {
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
             self.claim(ino, parent, name);
             self.link_name(parent, &alt, ino, t, ch, fx);
+            self.arrange(parent, &alt, t, ch, fx);
         } else {
             let (born, id) = theirs.unwrap_or_default();
             let alt = self.free_conflict_name(parent, name, id_prefix(&id), born);
@@ -238,6 +253,7 @@ impl Tree {
             self.claim(other, parent, name);
             self.link_name(parent, &alt, other, t, ch, fx);
             self.link_name(parent, name, ino, t, ch, fx);
+            self.arrange(parent, &alt, t, ch, fx);
         }
     }
 
@@ -295,6 +311,7 @@ impl Tree {
         };
         self.unlink_name(parent, &cur, t, ch, fx);
         self.link_name(parent, name, ino, t, ch, fx);
+        self.arrange(parent, &cur, t, ch, fx);
     }
 
     /// Runs `f` with the effects a local change has on the kernel's
@@ -400,6 +417,56 @@ impl Tree {
     /// Applies another member's entry. Unknown ids and stale moves are
     /// skipped; nothing here fails.
     pub fn apply(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
+        let before = fx.names.len();
+        self.apply_op(e, ch, fx);
+        let t = (e.hlc as i64).saturating_mul(1000);
+        let dirs: BTreeSet<u64> = fx.names[before..].iter().map(|(p, _)| *p).collect();
+        for d in dirs {
+            self.settle_pending(d, t, ch, fx);
+        }
+    }
+
+    /// Removes directory `dir` when a remove of it waits (it had children
+    /// when the remove came, or came back for a change made concurrently
+    /// with it) and it has emptied; then its parent likewise. Nodes that
+    /// met the remove after the change went see it remove the directory at
+    /// once, so every node ends the same.
+    pub(super) fn settle_pending(
+        &mut self,
+        mut dir: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        loop {
+            let Some(d) = self.nodes.get(&dir) else {
+                return;
+            };
+            if dir == ROOT
+                || d.kind != NodeKind::Dir
+                || !d.entries.is_empty()
+                || !self.tombs.contains_key(&d.id)
+            {
+                return;
+            }
+            let parent = d.parent;
+            let Some(name) = self.name_in(parent, dir, b"") else {
+                return;
+            };
+            self.unlink_name(parent, &name, t, ch, fx);
+            if let Some(n) = self.nodes.get_mut(&dir) {
+                n.nlink = 0;
+                n.ctime = t;
+            }
+            fx.inodes.push(dir);
+            self.bury(dir, parent, &name, ch);
+            self.maybe_free(dir, ch);
+            self.give_back(parent, &name, t, ch, fx);
+            dir = parent;
+        }
+    }
+
+    fn apply_op(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
         let t = (e.hlc as i64).saturating_mul(1000);
         let author = prefix(&e.author);
         match &e.op {
@@ -411,10 +478,14 @@ impl Tree {
                 mode,
                 target,
             } => {
+                if let Some(made) = CopyMade::decode(*kind, target) {
+                    self.take_copy(id, parent, name, *mode, made, t, ch, fx);
+                    return;
+                }
                 if self.ids.contains_key(id) || *id == FileId::ROOT {
                     return;
                 }
-                let p = self.dir_ino(parent).unwrap_or(ROOT);
+                let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
                 let ino = self.next_ino;
                 self.next_ino += 1;
                 let mut n = self.new_node(*id, *kind, *mode, p, e.hlc);
@@ -431,15 +502,36 @@ impl Tree {
                 name,
                 seen,
             } => {
-                let (Some((ino, n)), Some(p)) = (self.node_of(id), self.ino_of(parent)) else {
+                let Some((ino, n)) = self.node_of(id) else {
+                    // Gone here already: the version the remover saw, if
+                    // it lost a conflict here, goes with its copy.
+                    if let Some(c) = self.copy_of_version(id, seen) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
                     return;
                 };
-                if (n.kind == NodeKind::File && n.content != *seen)
-                    || (n.kind == NodeKind::Dir && !n.entries.is_empty())
-                {
+                let Some(p) = self.ino_of(parent) else {
+                    return;
+                };
+                // A name of a file that has others goes whatever its
+                // content: the content stays under them.
+                if n.kind == NodeKind::File && n.content != *seen && n.nlink <= 1 {
+                    // Edited meanwhile: it stays. The version the remover
+                    // saw, if it lost a conflict here, goes with its copy
+                    // (nodes that met the remove first never make it).
+                    if let Some(c) = self.conflict_copy_of(ino, seen) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
                     return;
                 }
-                let copy = n.stamps.origin().is_some();
+                if n.kind == NodeKind::Dir && !n.entries.is_empty() {
+                    // Filled meanwhile: it stays until it empties.
+                    if let Some(nm) = self.name_in(p, ino, name) {
+                        self.keep_tomb(ino, p, &nm, ch);
+                    }
+                    return;
+                }
+                let turns = self.takes_turns(ino);
                 let Some(nm) = self.name_in(p, ino, name) else {
                     return;
                 };
@@ -456,7 +548,7 @@ impl Tree {
                 self.bury(ino, p, &nm, ch);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
-                if copy {
+                if turns {
                     self.arrange(p, &nm, t, ch, fx);
                 }
             }
@@ -475,7 +567,7 @@ impl Tree {
                     self.resurrect_moved(id, parent, name, stamp, t, ch, fx);
                     return;
                 }
-                let (Some((ino, n)), Some(np)) = (self.node_of(id), self.dir_ino(parent)) else {
+                let Some((ino, n)) = self.node_of(id) else {
                     return;
                 };
                 if stamp <= n.stamps.place {
@@ -483,6 +575,9 @@ impl Tree {
                     return;
                 }
                 let is_dir = n.kind == NodeKind::Dir;
+                let Some(np) = self.live_dir(parent, t, ch, fx) else {
+                    return;
+                };
                 if is_dir && !self.uncross(ino, np, stamp, t, ch, fx) {
                     return;
                 }
@@ -522,6 +617,7 @@ impl Tree {
                     self.give_back(from, &cur, t, ch, fx);
                     return;
                 }
+                let turns = self.takes_turns(ino);
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
                     n.moved(from, &cur, stamp);
@@ -530,21 +626,20 @@ impl Tree {
                 self.place(np, name, ino, t, ch, fx);
                 self.give_back(from, &cur, t, ch, fx);
                 self.follow(ino, t, ch, fx);
-                if self
-                    .nodes
-                    .get(&ino)
-                    .is_some_and(|n| n.stamps.origin().is_some())
-                {
+                if turns {
                     self.arrange(from, &cur, t, ch, fx);
                 }
             }
             Op::Link { id, parent, name } => {
-                let (Some(ino), Some(p)) = (self.ino_of(id), self.dir_ino(parent)) else {
+                let Some(ino) = self.ino_of(id) else {
                     return;
                 };
                 if self.nodes.get(&ino).is_none_or(|n| n.kind == NodeKind::Dir) {
                     return;
                 }
+                let Some(p) = self.live_dir(parent, t, ch, fx) else {
+                    return;
+                };
                 if self.name_in(p, ino, name).as_deref() == Some(name.as_slice()) {
                     return;
                 }
@@ -564,6 +659,9 @@ impl Tree {
                         if tb.take_mode(m & 0o7777, stamp) {
                             ch.tomb(id, Some(tb));
                         }
+                    }
+                    if let Some(m) = attr.mode {
+                        self.for_copies_of_gone(id, t, ch, fx, |c| c.take_mode(m & 0o7777, stamp));
                     }
                     return;
                 }
@@ -603,24 +701,35 @@ impl Tree {
                 replaces,
                 mtime,
             } => {
-                let Some(ino) = self.ino_of(id).or_else(|| {
-                    // Removed here while it was edited there: the edit wins.
-                    self.resurrect(id, replaces, t, ch, fx)
-                }) else {
-                    return;
-                };
-                let Some(n) = self.nodes.get(&ino) else {
-                    return;
-                };
-                if n.kind != NodeKind::File || n.content == *manifest {
-                    return;
-                }
                 let remote = Version {
                     manifest: *manifest,
                     size: *size,
                     mtime: *mtime,
                     stamp: (e.hlc, author),
                 };
+                let ino = match self.ino_of(id) {
+                    Some(ino) => ino,
+                    // Removed here while it was edited there.
+                    None => match self.edit_of_removed(id, remote, replaces, t, ch, fx) {
+                        Some(ino) => ino,
+                        None => return,
+                    },
+                };
+                let Some(n) = self.nodes.get(&ino) else {
+                    return;
+                };
+                if n.kind != NodeKind::File {
+                    return;
+                }
+                if n.content == *manifest {
+                    // It holds these bytes already; the copy of the version
+                    // the edit replaces still goes (as where it came before
+                    // the equal version, through `content_conflict`).
+                    if let Some(c) = self.conflict_copy_of(ino, replaces) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
+                    return;
+                }
                 if n.content == *replaces {
                     self.set_version(ino, &remote, t, ch, fx);
                 } else {
@@ -637,6 +746,7 @@ impl Tree {
                             ch.tomb(id, Some(tb));
                         }
                     }
+                    self.for_copies_of_gone(id, t, ch, fx, |c| c.take_xattr(name, value, stamp));
                     return;
                 }
                 let Some((ino, n)) = self.node_mut_of(id) else {
@@ -713,8 +823,32 @@ impl Tree {
         true
     }
 
-    /// Brings back file `id` removed here, when an edit of the version it
-    /// had when removed (`replaces`) arrives.
+    /// Directory `id`, that a change made elsewhere puts something in:
+    /// brought back (with the directories above it) when it was removed
+    /// here meanwhile, as an edit brings back a file. Nodes that met the
+    /// change first keep it: a directory with children is never removed.
+    fn live_dir(&mut self, id: &FileId, t: i64, ch: &mut Changes, fx: &mut Effects) -> Option<u64> {
+        if let Some(ino) = self.dir_ino(id) {
+            return Some(ino);
+        }
+        let tomb = self.tombs.get(id).filter(|tb| tb.dir)?.clone();
+        let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut n = self.new_node(*id, NodeKind::Dir, tomb.perm, parent, tomb.born);
+        n.mtime = tomb.size_mtime.1;
+        tomb.attrs.restore(&mut n);
+        self.insert_node(ino, n, ch);
+        // The tombstone stays: the remove waits for it to empty again.
+        self.place(parent, &tomb.name, ino, t, ch, fx);
+        Some(ino)
+    }
+
+    /// Brings back file `id` removed here when an edit arrives (edit beats
+    /// delete: under causal delivery an edit met after the remove was made
+    /// without seeing it). It comes back holding the version the edit
+    /// replaces, the one it had when removed or one concurrent with it
+    /// (the removed one then leaves no copy: see the remove of a file).
     fn resurrect(
         &mut self,
         id: &FileId,
@@ -723,16 +857,12 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let tomb = self
-            .tombs
-            .get(id)
-            .filter(|tb| !tb.dir && tb.content == *replaces)?
-            .clone();
-        let parent = self.dir_ino(&tomb.parent).unwrap_or(ROOT);
+        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
-        n.content = tomb.content;
+        n.content = *replaces;
         (n.size, n.mtime) = tomb.size_mtime;
         tomb.attrs.restore(&mut n);
         self.insert_node(ino, n, ch);
@@ -755,7 +885,10 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let (Some(tomb), Some(np)) = (self.tombs.get(id).cloned(), self.dir_ino(parent)) else {
+        let Some(tomb) = self.tombs.get(id).cloned() else {
+            return;
+        };
+        let Some(np) = self.live_dir(parent, t, ch, fx) else {
             return;
         };
         let ino = self.next_ino;
@@ -779,14 +912,19 @@ impl Tree {
     /// The conflict copy of file `ino` holding version `content` untouched
     /// since it was made (same content, name and place).
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
-        let id = self.nodes.get(&ino)?.id;
-        self.copies_of(ino).into_iter().find(|&c| {
+        self.copy_of_version(&self.nodes.get(&ino)?.id, content)
+    }
+
+    /// The same by the file's id (the file may be gone here).
+    fn copy_of_version(&self, id: &FileId, content: &Option<Hash>) -> Option<u64> {
+        self.copies.get(id)?.iter().copied().find(|&c| {
             // A copy somebody renamed or moved (put aside) stays.
             self.untouched_copy(c)
                 && self.nodes.get(&c).is_some_and(|x| {
                     x.kind == NodeKind::File
+                        && x.stamps.origin() == Some(*id)
                         && x.content == *content
-                        && x.id == copy_id(&id, content, x.vstamp.0)
+                        && x.id == copy_id(id, content, x.vstamp.0)
                 })
         })
     }
@@ -825,6 +963,23 @@ impl Tree {
         fx.inodes.push(ino);
         fx.data.push(ino);
         self.renew(ino, fx);
+        self.drop_copies_holding(ino, &v.manifest, t, ch, fx);
+    }
+
+    /// Drops the untouched conflict copies of `ino` that hold `content`,
+    /// the version it now shows: a copy never repeats its file (nodes that
+    /// met the two equal versions in another order never made it).
+    pub(super) fn drop_copies_holding(
+        &mut self,
+        ino: u64,
+        content: &Option<Hash>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        while let Some(c) = self.conflict_copy_of(ino, content) {
+            self.drop_copy(c, t, ch, fx);
+        }
     }
 
     /// Two versions of `ino` replaced the same one: the newer stays, the
@@ -852,7 +1007,7 @@ impl Tree {
             mtime: n.mtime,
             stamp: n.vstamp,
         };
-        let (id, perm, parent) = (n.id, n.perm, n.parent);
+        let (id, perm) = (n.id, n.perm);
         let kept = KeptAttrs::of(n);
         let (winner, loser) = if other.stamp > local.stamp {
             (other, local)
@@ -862,11 +1017,34 @@ impl Tree {
         if winner.stamp != local.stamp {
             self.set_version(ino, &winner, t, ch, fx);
         }
+        if loser.manifest == winner.manifest {
+            return None;
+        }
+        let (parent, name) = self.claimed_name(ino)?;
+        self.make_copy(id, parent, &name, perm, &kept, loser, t, ch, fx)
+    }
+
+    /// Makes the conflict copy of file `id` that keeps version `loser`,
+    /// beside it in `parent`, named after `name` (the name the file goes
+    /// by), with the file's mode `perm` and attributes `kept`. Returns its
+    /// inode, or `None` when it exists already.
+    #[allow(clippy::too_many_arguments)]
+    fn make_copy(
+        &mut self,
+        id: FileId,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        kept: &KeptAttrs,
+        loser: Version,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
         let cid = copy_id(&id, &loser.manifest, loser.stamp.0);
         if self.ids.contains_key(&cid) {
             return None;
         }
-        let (_, name) = self.claimed_name(ino)?;
         let cino = self.next_ino;
         self.next_ino += 1;
         let mut c = self.new_node(cid, NodeKind::File, perm, parent, loser.stamp.0);
@@ -881,10 +1059,50 @@ impl Tree {
         c.stamps.set_origin(id);
         self.copies.entry(id).or_default().push(cino);
         self.insert_node(cino, c, ch);
-        let alt = self.free_conflict_name(parent, &name, loser.stamp.1, loser.stamp.0);
+        let alt = self.free_conflict_name(parent, name, loser.stamp.1, loser.stamp.0);
         self.link_name(parent, &alt, cino, t, ch, fx);
         self.arrange(parent, &alt, t, ch, fx);
         Some(cino)
+    }
+
+    /// An edit `v` (of version `replaces`) of file `id`, removed here,
+    /// arrives. The conflict copy of the version it replaces goes (the
+    /// edit supersedes it). Then edit beats delete: the file comes back
+    /// with it (see [`Tree::resurrect`]), unless it would have lost to the
+    /// version removed: then it shows as that version's conflict copy
+    /// would have, beside where the file was (as on nodes that met it
+    /// before the remove). Returns the file's inode when it came back.
+    fn edit_of_removed(
+        &mut self,
+        id: &FileId,
+        v: Version,
+        replaces: &Option<Hash>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        if let Some(c) = self.copy_of_version(id, replaces) {
+            self.drop_copy(c, t, ch, fx);
+        }
+        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        if v.stamp > tomb.vstamp {
+            return self.resurrect(id, replaces, t, ch, fx);
+        }
+        if v.manifest != tomb.content {
+            let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
+            self.make_copy(
+                *id,
+                parent,
+                &tomb.name,
+                tomb.perm,
+                &tomb.attrs,
+                v,
+                t,
+                ch,
+                fx,
+            );
+        }
+        None
     }
 }
 
@@ -897,20 +1115,217 @@ fn unsuffixed(name: &[u8]) -> &[u8] {
 }
 
 impl Tree {
-    /// True for a conflict copy nobody renamed, moved or linked since it
-    /// was made (it follows its file and takes its name's turn).
+    /// True for a conflict copy nobody edited, renamed, moved or linked
+    /// since it was made (it follows its file and takes its name's turn).
     fn untouched_copy(&self, c: u64) -> bool {
         self.nodes.get(&c).is_some_and(|x| {
             x.stamps.origin().is_some()
                 && x.nlink == 1
                 && x.stamps.place == (x.born, id_prefix(&x.id))
+                && x.vstamp.0 == x.born
         })
     }
 
-    /// Names the untouched conflict copies in `parent` that share the
-    /// conflict name `name` (given with or without its `~N`) in a fixed
-    /// order, oldest version first: the plain name, then `~2`, … (the order
-    /// they arrived in differs between nodes).
+    /// True for conflict copy `c` holding `content`, the version it was
+    /// made with, and no change of its own since (see [`CopyMade`]).
+    fn pristine_copy(&self, c: u64, content: &Option<Hash>) -> bool {
+        self.nodes.get(&c).is_some_and(|x| {
+            x.stamps
+                .origin()
+                .is_some_and(|o| x.id == copy_id(&o, content, x.born))
+        })
+    }
+
+    /// Before a local change of conflict copy `ino` that makes it more
+    /// than a copy (an edit of the version `held` it was made with, a
+    /// rename, a link): tells the other nodes it exists, in an entry ahead
+    /// of the change's own (see [`CopyMade`]). Returns whether it did.
+    pub(super) fn announce_copy(
+        &self,
+        ino: u64,
+        held: &Option<Hash>,
+        hlc: u64,
+        ch: &mut Changes,
+    ) -> bool {
+        if !self.pristine_copy(ino, held) {
+            return false;
+        }
+        let Some(n) = self.nodes.get(&ino) else {
+            return false;
+        };
+        let (Some(origin), Some(p), Some(name)) = (
+            n.stamps.origin(),
+            self.nodes.get(&n.parent),
+            self.name_in(n.parent, ino, b""),
+        ) else {
+            return false;
+        };
+        let made = CopyMade {
+            origin,
+            content: *held,
+            size: n.size,
+            mtime: n.mtime,
+            born: n.born,
+            vstamp: self.stamp(hlc),
+            attrs: KeptAttrs::of(n),
+        };
+        ch.op(
+            hlc,
+            Op::Create {
+                id: n.id,
+                parent: p.id,
+                name,
+                kind: NodeKind::File,
+                mode: n.perm,
+                target: made.encode(),
+            },
+        );
+        true
+    }
+
+    /// Takes another node's announcement of conflict copy `id` (see
+    /// [`CopyMade`]): a copy made here too takes its stamp and, when it
+    /// still followed its file, its place; a copy dropped or never made
+    /// here is made from it. A copy a user removed here stays removed
+    /// (an edit that follows brings it back).
+    #[allow(clippy::too_many_arguments)]
+    fn take_copy(
+        &mut self,
+        id: &FileId,
+        parent: &FileId,
+        name: &[u8],
+        mode: u32,
+        made: CopyMade,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        if let Some(ino) = self.ino_of(id) {
+            let Some(n) = self.nodes.get(&ino) else {
+                return;
+            };
+            if n.stamps.origin().is_none() || n.vstamp >= made.vstamp {
+                return;
+            }
+            let following = self.untouched_copy(ino);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.vstamp = made.vstamp;
+                made.attrs.merge_into(n, mode);
+            }
+            self.persist(ino, ch);
+            let (Some(np), Some(from)) = (
+                self.live_dir(parent, t, ch, fx),
+                self.nodes.get(&ino).map(|n| n.parent),
+            ) else {
+                return;
+            };
+            let Some(cur) = self.name_in(from, ino, name).filter(|_| following) else {
+                return;
+            };
+            if from == np && cur == name {
+                return;
+            }
+            self.unlink_name(from, &cur, t, ch, fx);
+            self.place_copy(np, name, ino, t, ch, fx);
+            self.give_back(from, &cur, t, ch, fx);
+            self.arrange(from, &cur, t, ch, fx);
+            return;
+        }
+        if self.tombs.contains_key(id) {
+            return;
+        }
+        let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
+        // Mode and xattrs as its file has them (or had them, with the
+        // changes met since it went), then the copy's own.
+        let (perm, kept) = match (self.node_of(&made.origin), self.tombs.get(&made.origin)) {
+            (Some((_, o)), _) => (o.perm, KeptAttrs::of(o)),
+            (None, Some(tb)) => (tb.perm, tb.attrs.clone()),
+            (None, None) => (mode, KeptAttrs::default()),
+        };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let mut c = self.new_node(*id, NodeKind::File, perm, p, made.born);
+        c.content = made.content;
+        c.size = made.size;
+        c.mtime = made.mtime;
+        c.vstamp = made.vstamp;
+        kept.restore(&mut c);
+        made.attrs.merge_into(&mut c, mode);
+        c.stamps.set_origin(made.origin);
+        self.copies.entry(made.origin).or_default().push(ino);
+        self.insert_node(ino, c, ch);
+        self.place_copy(p, name, ino, t, ch, fx);
+    }
+
+    /// Gives announced copy `ino` the name `name` it has where it was
+    /// announced: nodes taking turns for that conflict name make way (they
+    /// take the next turns, as where the announced copy held the name when
+    /// they came); others keep it (see [`Tree::place`]).
+    fn place_copy(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let holder = self
+            .nodes
+            .get(&parent)
+            .and_then(|p| p.entries.get(name).copied())
+            .filter(|&h| h != ino && self.name_turn(h).is_some());
+        let Some(h) = holder else {
+            self.place(parent, name, ino, t, ch, fx);
+            return;
+        };
+        self.unlink_name(parent, name, t, ch, fx);
+        self.link_name(parent, name, ino, t, ch, fx);
+        let aside = (2u32..)
+            .map(|i| {
+                let mut n = unsuffixed(name).to_vec();
+                n.extend_from_slice(format!("~{i}").as_bytes());
+                n
+            })
+            .find(|n| {
+                self.nodes
+                    .get(&parent)
+                    .is_some_and(|p| !p.entries.contains_key(n))
+            })
+            .unwrap_or_default();
+        self.link_name(parent, &aside, h, t, ch, fx);
+        fx.inodes.push(h);
+        self.arrange(parent, &aside, t, ch, fx);
+    }
+
+    /// What orders node `c` among those sharing its conflict name, if it
+    /// takes turns: an untouched conflict copy by the stamp of its version,
+    /// a node shown under a conflict name while it claims another by its
+    /// creation (the stamps its conflict names are made of).
+    fn name_turn(&self, c: u64) -> Option<(Stamp, FileId)> {
+        let x = self.nodes.get(&c)?;
+        if self.untouched_copy(c) {
+            Some((x.vstamp, x.id))
+        } else if x.stamps.want().is_some() && x.nlink <= 1 {
+            Some(((x.born, id_prefix(&x.id)), x.id))
+        } else {
+            None
+        }
+    }
+
+    /// True when node `c` takes turns for a conflict name (see
+    /// [`Tree::name_turn`]): a name it leaves must be arranged again.
+    pub(super) fn takes_turns(&self, c: u64) -> bool {
+        self.nodes
+            .get(&c)
+            .is_some_and(|x| x.stamps.origin().is_some() || x.stamps.want().is_some())
+    }
+
+    /// Names the nodes in `parent` that share the conflict name `name`
+    /// (given with or without its `~N`) and take turns for it (see
+    /// [`Tree::name_turn`]) in a fixed order, oldest first: the plain
+    /// name, then `~2`, … (the order they arrived in differs between
+    /// nodes).
     pub(super) fn arrange(
         &mut self,
         parent: u64,
@@ -927,11 +1342,7 @@ impl Tree {
             .entries
             .iter()
             .filter(|(n, _)| unsuffixed(n) == base)
-            .filter(|(_, c)| self.untouched_copy(**c))
-            .filter_map(|(n, c)| {
-                let x = self.nodes.get(c)?;
-                Some(((x.vstamp, x.id), *c, n.clone()))
-            })
+            .filter_map(|(n, c)| Some((self.name_turn(*c)?, *c, n.clone())))
             .collect();
         if members.len() < 2 && members.first().is_none_or(|m| m.2 == base) {
             return;
@@ -976,14 +1387,29 @@ impl Tree {
 
     /// The directory and name file `ino` goes by: the name it claims when
     /// it shows under a conflict name (it gets it back later), else the
-    /// name it has in its parent.
+    /// name it has in its parent; for a file with several names, the
+    /// first by (directory id, name), the same on every node (its parent
+    /// is that of the name it got last here, which differs).
     fn claimed_name(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
         let n = self.nodes.get(&ino)?;
-        let name = match n.stamps.want() {
-            Some(w) => w.to_vec(),
-            None => self.name_in(n.parent, ino, b"")?,
-        };
-        Some((n.parent, name))
+        if let Some(w) = n.stamps.want() {
+            return Some((n.parent, w.to_vec()));
+        }
+        if n.nlink > 1 && n.kind != NodeKind::Dir {
+            return self
+                .nodes
+                .iter()
+                .filter(|(_, d)| d.kind == NodeKind::Dir)
+                .flat_map(|(&di, d)| {
+                    d.entries
+                        .iter()
+                        .filter(|(_, &i)| i == ino)
+                        .map(move |(nm, _)| ((d.id, nm.clone()), di))
+                })
+                .min()
+                .map(|((_, nm), di)| (di, nm));
+        }
+        Some((n.parent, self.name_in(n.parent, ino, b"")?))
     }
 
     /// Puts the untouched conflict copies of file `ino` (and theirs) beside
@@ -1036,18 +1462,22 @@ impl Tree {
         let Some(n) = self.nodes.get(&ino) else {
             return Vec::new();
         };
-        let id = n.id;
+        let mut v = self.copies_of_id(&n.id);
+        v.retain(|c| *c != ino);
+        v
+    }
+
+    /// The conflict copies made of file `id` (which may be gone here).
+    fn copies_of_id(&self, id: &FileId) -> Vec<u64> {
         self.copies
-            .get(&id)
+            .get(id)
             .into_iter()
             .flatten()
             .copied()
             .filter(|c| {
-                *c != ino
-                    && self
-                        .nodes
-                        .get(c)
-                        .is_some_and(|x| x.stamps.origin() == Some(id))
+                self.nodes
+                    .get(c)
+                    .is_some_and(|x| x.stamps.origin() == Some(*id))
             })
             .collect()
     }
@@ -1060,9 +1490,36 @@ impl Tree {
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
+        take: impl FnMut(&mut Node) -> bool,
+    ) {
+        let todo = self.copies_of(ino);
+        self.for_each_copy(todo, t, ch, fx, take);
+    }
+
+    /// The same for the copies of file `id`, gone here (its copies outlive
+    /// it and keep following its mode and xattrs, as where they were made
+    /// after the change).
+    fn for_copies_of_gone(
+        &mut self,
+        id: &FileId,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+        take: impl FnMut(&mut Node) -> bool,
+    ) {
+        let todo = self.copies_of_id(id);
+        self.for_each_copy(todo, t, ch, fx, take);
+    }
+
+    /// Applies `take` to copies `todo`, and to theirs where it took.
+    fn for_each_copy(
+        &mut self,
+        mut todo: Vec<u64>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
         mut take: impl FnMut(&mut Node) -> bool,
     ) {
-        let mut todo = self.copies_of(ino);
         while let Some(c) = todo.pop() {
             let Some(n) = self.nodes.get_mut(&c) else {
                 continue;
@@ -1088,6 +1545,50 @@ fn copy_id(id: &FileId, manifest: &Option<Hash>, hlc: u64) -> FileId {
     let mut cid = [0u8; 16];
     cid.copy_from_slice(&h.finalize().as_bytes()[..16]);
     FileId(cid)
+}
+
+/// Marks the `target` of a `Create` that announces a conflict copy: no
+/// symlink target starts with a NUL byte.
+const COPY_MADE: &[u8] = b"\0chanfs-copy/1\0";
+
+/// What a node changing a conflict copy tells the others first, in the
+/// `target` of a `Create` of the copy (ahead of the change's own entry):
+/// nodes that never made the copy (they met its version after a newer
+/// one) or dropped it (superseded) make it from this, so the edit, rename
+/// or link that follows finds it, and nodes that hold it take its stamp.
+/// A node older than this sees the create of an empty file.
+#[derive(Debug, Serialize, Deserialize)]
+struct CopyMade {
+    /// The file it is a copy of.
+    origin: FileId,
+    /// The version it was made with.
+    content: Option<Hash>,
+    /// Its size.
+    size: u64,
+    /// Its modification time (ns).
+    mtime: i64,
+    /// Clock of the version it was made with.
+    born: u64,
+    /// Stamp of the change announced: the copy's version stamp from now.
+    vstamp: Stamp,
+    /// Its mode's stamp and its xattrs, with changes made to the copy
+    /// itself (taken by last writer wins; the mode is the entry's).
+    attrs: KeptAttrs,
+}
+
+impl CopyMade {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = COPY_MADE.to_vec();
+        b.extend(postcard::to_allocvec(self).unwrap_or_default());
+        b
+    }
+
+    fn decode(kind: NodeKind, target: &[u8]) -> Option<CopyMade> {
+        let rest = target.strip_prefix(COPY_MADE)?;
+        (kind == NodeKind::File)
+            .then(|| postcard::from_bytes(rest).ok())
+            .flatten()
+    }
 }
 
 /// One content version of a file.

@@ -745,6 +745,44 @@ fn concurrent_creates_of_one_name_keep_both() {
     }
 }
 
+/// Two files made by one node in one second are moved, on two other
+/// nodes, onto a name that an older file holds: both show under the same
+/// conflict name, in a fixed order (the older file the plain one, the
+/// other `~2`), whatever order each node met the moves in. Causal
+/// delivery: a move met before the create of its file is lost.
+#[test]
+fn nodes_sharing_a_conflict_name_get_it_in_a_fixed_order() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        s.offline[2] = true;
+        s.create(2, "/", "n.txt", NodeKind::File);
+        let later = s.nodes[2].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.create(0, "/", "a", NodeKind::Dir);
+        s.create(0, "/", "b", NodeKind::Dir);
+        s.create(0, "/a", "n.txt", NodeKind::File);
+        s.write(0, "/a/n.txt", b"older");
+        s.create(0, "/b", "n.txt", NodeKind::File);
+        s.write(0, "/b/n.txt", b"younger");
+        s.settle();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rename(1, "/a/n.txt", "/n.txt");
+        s.rename(0, "/b/n.txt", "/n.txt");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 5, "seed {seed}: {root:?}");
+        let plain = root
+            .iter()
+            .find(|n| n.starts_with("n.conflict-") && n.ends_with(".txt"))
+            .unwrap_or_else(|| panic!("seed {seed}: {root:?}"));
+        assert_eq!(item(&snap, &format!("/{plain}")).content, hash_of(b"older"));
+        let second = item(&snap, &format!("/{plain}~2"));
+        assert_eq!(second.content, hash_of(b"younger"), "seed {seed}");
+    }
+}
+
 /// Two nodes create one name apart; once the node holding the name loses
 /// it (removed on the other node, or renamed away), the younger node
 /// leaves its conflict name and takes the name back, on every node.
@@ -840,6 +878,61 @@ fn rmdir_against_a_concurrent_move_converges() {
         let snap = s.converged();
         assert_eq!(names_in(&snap, "/"), ["d"], "seed {seed}");
         assert_eq!(names_in(&snap, "/d"), ["e"], "seed {seed}");
+    }
+}
+
+/// One node removes an empty directory (and the one holding it) while
+/// another creates a file in it and a third moves a file into it: the
+/// directories stay, with both files, on every node (nodes that met the
+/// remove first bring them back, as an edit brings back a file).
+#[test]
+fn a_directory_removed_while_filled_elsewhere_stays() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "p", NodeKind::Dir);
+        s.create(0, "/p", "d", NodeKind::Dir);
+        s.create(0, "/", "g.txt", NodeKind::File);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rmdir(0, "/p/d");
+        s.rmdir(0, "/p");
+        s.create(1, "/p/d", "new.txt", NodeKind::File);
+        s.write(1, "/p/d/new.txt", b"new");
+        s.rename(2, "/g.txt", "/p/d/g.txt");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["p"], "seed {seed}");
+        assert_eq!(names_in(&snap, "/p/d"), ["g.txt", "new.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/p/d/new.txt").content, hash_of(b"new"));
+    }
+}
+
+/// One node removes an empty directory while another creates a file in
+/// it and removes the file again: the directory goes on every node (nodes
+/// that met the create first keep the directory while it has the file,
+/// nodes that met the remove first bring it back for the file; both
+/// remove it once it is empty).
+#[test]
+fn a_directory_removed_while_filled_elsewhere_goes_once_emptied() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "d", NodeKind::Dir);
+        s.create(0, "/", "keep", NodeKind::Dir);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rmdir(0, "/d");
+        s.create(1, "/d", "tmp.txt", NodeKind::File);
+        s.unlink(1, "/d/tmp.txt");
+        s.offline[1] = false;
+        s.gossip(1, 2);
+        s.deliver(2);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["keep"], "seed {seed}");
     }
 }
 
@@ -977,6 +1070,39 @@ fn a_conflict_copy_follows_its_file_until_moved_itself() {
     }
 }
 
+/// Two nodes edit a file with three names (two links made concurrently on
+/// two other nodes): the conflict copy goes beside the same name on every
+/// node (the first by directory and name), whatever order the links met.
+#[test]
+fn a_conflict_copy_of_a_linked_file_goes_beside_one_name() {
+    for seed in SEEDS {
+        let mut s = Sim::new(3, seed);
+        s.create(0, "/", "a", NodeKind::Dir);
+        s.create(0, "/", "b", NodeKind::Dir);
+        shared_file(&mut s);
+        s.offline[1] = true;
+        s.offline[2] = true;
+        for (i, dir, name) in [(1, "/a", "x.txt"), (2, "/b", "y.txt")] {
+            let (ino, d) = (s.node(i).at("/f.txt"), s.node(i).at(dir));
+            s.op(i, |t, h, ch| t.link(ino, d, name.as_bytes(), h, ch))
+                .unwrap();
+        }
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(0, "/f.txt", b"zero");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"one");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 4, "seed {seed}:\n{}", render(&snap));
+        let copy = root.iter().find(|n| n.starts_with("f.conflict-")).unwrap();
+        assert_eq!(item(&snap, &format!("/{copy}")).content, hash_of(b"zero"));
+    }
+}
+
 /// Two versions by one node in the same second both lose to a third: their
 /// copies share a conflict name and get it in a fixed order, the older
 /// version the plain name and the newer `~2`, whatever order each node met
@@ -1014,6 +1140,88 @@ fn copies_sharing_a_conflict_name_get_it_in_a_fixed_order() {
             "seed {seed}:\n{}",
             render(&snap)
         );
+    }
+}
+
+/// Two writers that opened different versions of a file commit the same
+/// bytes: the first commit makes a conflict copy of the version the
+/// second one had opened, which the second supersedes; every node ends
+/// with the file alone (also those that met the second commit when the
+/// file held its bytes already).
+#[test]
+fn an_edit_to_bytes_the_file_holds_still_supersedes_a_copy() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        let ino = s.node(0).at("/f.txt");
+        let v0 = s.node(0).content("/f.txt");
+        s.write(0, "/f.txt", b"r");
+        assert!(s.nodes[0].write(ino, v0, b"late"));
+        assert!(s.nodes[0].write(ino, hash_of(b"r"), b"late"));
+        s.push(0);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"late"));
+    }
+}
+
+/// A node edits the conflict copy it made of a version that the version's
+/// author had already replaced by a newer one before it met the conflict
+/// (so it never made that copy): the edited copy appears on every node,
+/// beside the two versions that are still heads.
+#[test]
+fn an_edited_conflict_copy_reaches_nodes_that_never_made_it() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"b1");
+        s.write(0, "/f.txt", b"a1");
+        let a1 = s.nodes[0].known.values().last().cloned().unwrap();
+        assert!(s.nodes[1].receive(&a1));
+        let root = names_in(&snapshot(&s.node(1).tree), "/");
+        let copy = root.iter().find(|n| *n != "f.txt").unwrap().clone();
+        s.write(1, &format!("/{copy}"), b"a1 edited");
+        s.write(0, "/f.txt", b"a2");
+        s.heal();
+        let snap = s.converged();
+        let mut want = vec![hash_of(b"b1"), hash_of(b"a2"), hash_of(b"a1 edited")];
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+    }
+}
+
+/// One node writes a version while another, later, writes a different one
+/// over the same version and then the first one's bytes again: the file
+/// shows those bytes and no conflict copy repeats them, on every node
+/// (one that met the first version early made a copy of it, and drops it
+/// when the file comes to hold the same bytes).
+#[test]
+fn a_conflict_copy_that_repeats_its_file_goes() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(0, "/f.txt", b"same");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"other");
+        s.write(1, "/f.txt", b"same");
+        s.offline[0] = false;
+        s.gossip(0, 2);
+        s.deliver(2);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"same"));
     }
 }
 
@@ -1143,6 +1351,129 @@ fn edit_beats_delete_on_the_deleting_node() {
             hash_of(b"edited"),
             "seed {seed}"
         );
+    }
+}
+
+/// One node edits a file and then removes it while another made an older
+/// edit of the same version: the older version, which lost to the removed
+/// one, lives on as its conflict copy on every node (nodes that met the
+/// remove first make the copy it would have been).
+#[test]
+fn an_older_edit_of_a_removed_version_stays_as_its_conflict_copy() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(1, "/f.txt", b"older");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.write(0, "/f.txt", b"newer, then removed");
+        s.unlink(0, "/f.txt");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 1, "seed {seed}: {root:?}");
+        assert!(root[0].starts_with("f.conflict-"), "seed {seed}: {root:?}");
+        assert_eq!(contents(&snap), [hash_of(b"older")], "seed {seed}");
+    }
+}
+
+/// A file with a conflict copy is removed on one node while another
+/// changes its mode: the copy outlives the file and takes the mode on
+/// every node, also where the remove came first.
+#[test]
+fn a_conflict_copy_takes_a_mode_change_of_its_removed_file() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(0, "/f.txt", b"a");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.write(1, "/f.txt", b"b");
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, "/f.txt");
+        s.chmod(1, "/f.txt", 0o600);
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(snap.len(), 1, "seed {seed}:\n{}", render(&snap));
+        assert_eq!((snap[0].content, snap[0].perm), (hash_of(b"a"), 0o600));
+    }
+}
+
+/// One node removes one name of a file with two while another edits the
+/// file: the name goes and the file lives on under its other name, with
+/// the edit, on every node (a name of a file that has others is no delete
+/// of its content).
+#[test]
+fn removing_one_of_two_names_of_an_edited_file_converges() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        let ino = s.node(0).at("/f.txt");
+        s.op(0, |t, h, ch| t.link(ino, ROOT, b"g.txt", h, ch))
+            .unwrap();
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, "/f.txt");
+        s.write(1, "/f.txt", b"edited");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["g.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/g.txt").content, hash_of(b"edited"));
+    }
+}
+
+/// One node edits a file while another edits the same version and then
+/// removes the file: the first edit lives on under the file's name on
+/// every node, and the removed version leaves no conflict copy (nodes that
+/// met the remove first bring the file back with the edit). When the
+/// first node removes the file too, nothing is left anywhere.
+#[test]
+fn edit_beats_the_delete_of_a_concurrent_version() {
+    for (seed, causal) in runs() {
+        for both in [false, true] {
+            let mut s = Sim::new(3, seed);
+            s.causal = causal;
+            shared_file(&mut s);
+            s.offline[0] = true;
+            s.offline[1] = true;
+            s.write(1, "/f.txt", b"b, then removed");
+            s.unlink(1, "/f.txt");
+            let later = s.nodes[1].hlc.now() + 1_000;
+            s.nodes[0].hlc.observe(later);
+            s.write(0, "/f.txt", b"a");
+            if both {
+                s.unlink(0, "/f.txt");
+                // The third node meets both edits, then both removes: the
+                // file goes, then the copy the remover of its version saw.
+                let last_two = |n: &SimNode| -> Vec<Entry> {
+                    let mine = n.known.values().filter(|e| e.author == n.author);
+                    let v: Vec<Entry> = mine.cloned().collect();
+                    v[v.len() - 2..].to_vec()
+                };
+                let (a, b) = (last_two(&s.nodes[0]), last_two(&s.nodes[1]));
+                for e in [&a[0], &b[0], &a[1], &b[1]] {
+                    assert!(s.nodes[2].receive(e));
+                }
+            }
+            s.heal();
+            let snap = s.converged();
+            if both {
+                assert!(snap.is_empty(), "seed {seed}:\n{}", render(&snap));
+            } else {
+                assert_eq!(names_in(&snap, "/"), ["f.txt"], "seed {seed}");
+                assert_eq!(item(&snap, "/f.txt").content, hash_of(b"a"));
+            }
+        }
     }
 }
 
@@ -1571,14 +1902,54 @@ fn random_workload(causal: bool) {
     }
 }
 
+/// Random workloads where any node edits and renames any file (concurrent
+/// edits, some committed over remote versions, edits and renames of
+/// conflict copies), with creates, modes and xattrs; causal delivery. All
+/// nodes converge.
+#[test]
+fn random_shared_edits_and_renames_converge() {
+    random_workload_with(Ops {
+        shared_edits: true,
+        renames: true,
+        remove: false,
+        dir_moves: false,
+        replace: false,
+        link: false,
+    });
+}
+
+/// Random workloads of renames, removes and directory moves (each node
+/// moving and removing what it created, so that changes of one node never
+/// race, but creates and moves into directories removed elsewhere do)
+/// with creates, modes and xattrs; causal delivery. All nodes converge.
+#[test]
+fn random_renames_removes_and_directory_moves_converge() {
+    random_workload_with(Ops {
+        shared_edits: false,
+        renames: true,
+        remove: true,
+        dir_moves: true,
+        replace: false,
+        link: false,
+    });
+}
+
+fn random_workload_with(ops: Ops) {
+    for seed in SEEDS {
+        random_run(seed, 60, &ops, true).converged();
+    }
+}
+
 /// The same with every operation: any node changes any node (concurrent
 /// edits, some committed over remote versions), removes, renames and
 /// directory moves, renames that replace their target.
 #[test]
-#[ignore = "known gaps (see report): an extra conflict copy on one node \
-            under some orders of edits of copies; an edit racing the remove \
-            of a conflict copy; conflict names of concurrent creates take ~N in arrival order; \
-            directories placed differently"]
+#[ignore = "known gaps (see report; 20 of seeds 1..=40 diverge): one name \
+            created, moved onto, linked and replaced concurrently with \
+            directories and hard links ends under other names or places on \
+            some nodes; mode and xattrs of copies of a conflict copy edited \
+            on several nodes; an extra copy or ~N turn after some orders of \
+            removes and edits of copies"]
 fn random_workload_with_every_operation_converges() {
     let ops = Ops {
         shared_edits: true,
