@@ -145,6 +145,23 @@ pub enum Op {
     },
     /// Membership changed (valid only when signed by the channel's leader).
     Membership(MemberOp),
+    /// A conflict copy, announced by the node that first changes it (an
+    /// edit, rename or link), ahead of that change: nodes that never made
+    /// the copy, or dropped it as superseded, make it from this, so the
+    /// change finds it.
+    CopyMade {
+        /// The copy.
+        id: FileId,
+        /// Directory it is in.
+        parent: FileId,
+        /// Its name there.
+        name: Vec<u8>,
+        /// Mode bits.
+        mode: u32,
+        /// The tree's description of it (origin, version, stamps and
+        /// attributes), which only the tree reads.
+        copy: Vec<u8>,
+    },
 }
 
 /// What a member may do in a channel.

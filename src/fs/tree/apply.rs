@@ -11,7 +11,7 @@
 //!   copy whose id derives from both, so every node makes the same copy;
 //!   a copy that holds the bytes its file comes to hold again goes;
 //! - a conflict copy that a user edits, renames or links is announced
-//!   first (a `Create` carrying a [`CopyMade`]), so that nodes that never
+//!   first (an [`Op::CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
 //!   it; from then on it is a file of its own that stays where it is;
 //! - edit beats delete: a remove of the last name of a file that did not
@@ -478,10 +478,6 @@ impl Tree {
                 mode,
                 target,
             } => {
-                if let Some(made) = CopyMade::decode(*kind, target) {
-                    self.take_copy(id, parent, name, *mode, made, t, ch, fx);
-                    return;
-                }
                 if self.ids.contains_key(id) || *id == FileId::ROOT {
                     return;
                 }
@@ -759,6 +755,17 @@ impl Tree {
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
                 self.for_copies(ino, t, ch, fx, |c| c.take_xattr(name, value, stamp));
+            }
+            Op::CopyMade {
+                id,
+                parent,
+                name,
+                mode,
+                copy,
+            } => {
+                if let Some(made) = CopyMade::decode(copy) {
+                    self.take_copy(id, parent, name, *mode, made, t, ch, fx);
+                }
             }
             Op::Membership(_) => {}
         }
@@ -1171,13 +1178,12 @@ impl Tree {
         };
         ch.op(
             hlc,
-            Op::Create {
+            Op::CopyMade {
                 id: n.id,
                 parent: p.id,
                 name,
-                kind: NodeKind::File,
                 mode: n.perm,
-                target: made.encode(),
+                copy: made.encode(),
             },
         );
         true
@@ -1547,16 +1553,11 @@ fn copy_id(id: &FileId, manifest: &Option<Hash>, hlc: u64) -> FileId {
     FileId(cid)
 }
 
-/// Marks the `target` of a `Create` that announces a conflict copy: no
-/// symlink target starts with a NUL byte.
-const COPY_MADE: &[u8] = b"\0chanfs-copy/1\0";
-
-/// What a node changing a conflict copy tells the others first, in the
-/// `target` of a `Create` of the copy (ahead of the change's own entry):
-/// nodes that never made the copy (they met its version after a newer
-/// one) or dropped it (superseded) make it from this, so the edit, rename
-/// or link that follows finds it, and nodes that hold it take its stamp.
-/// A node older than this sees the create of an empty file.
+/// What a node changing a conflict copy tells the others first, in an
+/// [`Op::CopyMade`] (ahead of the change's own entry): nodes that never
+/// made the copy (they met its version after a newer one) or dropped it
+/// (superseded) make it from this, so the edit, rename or link that
+/// follows finds it, and nodes that hold it take its stamp.
 #[derive(Debug, Serialize, Deserialize)]
 struct CopyMade {
     /// The file it is a copy of.
@@ -1578,16 +1579,11 @@ struct CopyMade {
 
 impl CopyMade {
     fn encode(&self) -> Vec<u8> {
-        let mut b = COPY_MADE.to_vec();
-        b.extend(postcard::to_allocvec(self).unwrap_or_default());
-        b
+        postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    fn decode(kind: NodeKind, target: &[u8]) -> Option<CopyMade> {
-        let rest = target.strip_prefix(COPY_MADE)?;
-        (kind == NodeKind::File)
-            .then(|| postcard::from_bytes(rest).ok())
-            .flatten()
+    fn decode(bytes: &[u8]) -> Option<CopyMade> {
+        postcard::from_bytes(bytes).ok()
     }
 }
 
