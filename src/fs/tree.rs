@@ -292,6 +292,11 @@ pub struct Tomb {
     /// older tombs, which any version beats).
     #[serde(skip)]
     pub vstamp: Stamp,
+    /// The file it was a conflict copy of, if it was one (stored after the
+    /// stamp; none in older tombs): a copy brought back follows its file
+    /// again.
+    #[serde(skip)]
+    pub origin: Option<FileId>,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -376,6 +381,7 @@ impl Tomb {
         b.extend(postcard::to_allocvec(&(size, mtime, self.dir)).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.attrs).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.vstamp).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.origin).unwrap_or_default());
         b
     }
 
@@ -386,8 +392,11 @@ impl Tomb {
             (t.size_mtime, t.dir) = ((size, mtime), dir);
             if let Ok((a, rest)) = postcard::take_from_bytes::<KeptAttrs>(rest) {
                 t.attrs = a;
-                if let Ok(v) = postcard::from_bytes::<Stamp>(rest) {
+                if let Ok((v, rest)) = postcard::take_from_bytes::<Stamp>(rest) {
                     t.vstamp = v;
+                    if let Ok(o) = postcard::from_bytes::<Option<FileId>>(rest) {
+                        t.origin = o;
+                    }
                 }
             }
         } else if let Ok(x) = postcard::from_bytes(rest) {
@@ -807,6 +816,7 @@ impl Tree {
             dir: n.kind == NodeKind::Dir,
             attrs: KeptAttrs::of(n),
             vstamp: n.vstamp,
+            origin: n.stamps.origin(),
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -1299,9 +1309,9 @@ impl Tree {
 mod tests {
     use super::*;
 
-    /// A tomb round-trips, and one written before the version stamp was
-    /// stored (or before the attributes were) still loads, with a zero
-    /// stamp that any version beats.
+    /// A tomb round-trips, and one written before the origin or the version
+    /// stamp was stored (or before the attributes were) still loads, with
+    /// no origin and a zero stamp that any version beats.
     #[test]
     fn tombs_of_every_age_load() {
         let mut t = Tomb {
@@ -1314,14 +1324,19 @@ mod tests {
             dir: false,
             attrs: KeptAttrs::default(),
             vstamp: (11, [2; 8]),
+            origin: Some(FileId([4; 16])),
         };
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
         let bytes = t.encode();
         let back = Tomb::decode(&bytes).expect("decode");
         assert_eq!(back.vstamp, t.vstamp);
+        assert_eq!(back.origin, t.origin);
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
+        let origin_len = postcard::to_allocvec(&t.origin).expect("encode").len();
+        let older = Tomb::decode(&bytes[..bytes.len() - origin_len]).expect("decode older");
+        assert_eq!((older.vstamp, older.origin), (t.vstamp, None));
         let stamp_len = postcard::to_allocvec(&t.vstamp).expect("encode").len();
-        let old = Tomb::decode(&bytes[..bytes.len() - stamp_len]).expect("decode old");
+        let old = Tomb::decode(&bytes[..bytes.len() - origin_len - stamp_len]).expect("decode old");
         assert_eq!(old.vstamp, (0, [0; 8]));
         assert_eq!(old.attrs.xattrs, t.attrs.xattrs);
         assert_eq!((old.size_mtime, old.content), (t.size_mtime, t.content));

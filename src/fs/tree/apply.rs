@@ -13,7 +13,10 @@
 //! - a conflict copy that a user edits, renames or links is announced
 //!   first (an [`Op::CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
-//!   it; from then on it is a file of its own that stays where it is;
+//!   it; from then on it is a file of its own that stays where it is (a
+//!   newer edit of it made elsewhere beats one made here as for any
+//!   file), still taking its file's mode and xattrs, also after a remove
+//!   of it and an edit bringing it back;
 //! - edit beats delete: a remove of the last name of a file that did not
 //!   see its current content leaves it in place (taking only the conflict copy of the
 //!   version it saw), an edit met after the remove brings the file back
@@ -36,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
 
-use super::{Changes, KeptAttrs, Node, Stamp, Stamps, Tree, ROOT};
+use super::{Changes, KeptAttrs, Node, Stamp, Stamps, Tomb, Tree, ROOT};
 
 /// What the kernel must forget after remote changes: names and inodes.
 #[derive(Debug, Default)]
@@ -844,8 +847,7 @@ impl Tree {
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::Dir, tomb.perm, parent, tomb.born);
         n.mtime = tomb.size_mtime.1;
-        tomb.attrs.restore(&mut n);
-        self.insert_node(ino, n, ch);
+        self.revive(ino, n, &tomb, ch);
         // The tombstone stays: the remove waits for it to empty again.
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
@@ -871,8 +873,7 @@ impl Tree {
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
         n.content = *replaces;
         (n.size, n.mtime) = tomb.size_mtime;
-        tomb.attrs.restore(&mut n);
-        self.insert_node(ino, n, ch);
+        self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);
         self.place(parent, &tomb.name, ino, t, ch, fx);
@@ -908,12 +909,37 @@ impl Tree {
         let mut n = self.new_node(*id, kind, tomb.perm, np, tomb.born);
         n.content = tomb.content;
         (n.size, n.mtime) = tomb.size_mtime;
-        tomb.attrs.restore(&mut n);
         n.stamps.place = stamp;
-        self.insert_node(ino, n, ch);
+        self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);
         self.place(np, name, ino, t, ch, fx);
+    }
+
+    /// Adds node `n` (inode `ino`), brought back from `tomb`, with the
+    /// mode and xattrs it had; a conflict copy follows its file again and
+    /// takes the changes of the file's mode and xattrs met while it was
+    /// gone (where it stayed, they reached it: see [`Tree::for_copies`]).
+    fn revive(&mut self, ino: u64, mut n: Node, tomb: &Tomb, ch: &mut Changes) {
+        tomb.attrs.restore(&mut n);
+        if let Some(o) = tomb.origin {
+            if let Some((perm, kept)) = self.attrs_of(&o) {
+                kept.merge_into(&mut n, perm);
+            }
+            n.stamps.set_origin(o);
+            self.copies.entry(o).or_default().push(ino);
+        }
+        self.insert_node(ino, n, ch);
+    }
+
+    /// The mode and xattrs (with their stamps) of file `id`, live or
+    /// removed here.
+    fn attrs_of(&self, id: &FileId) -> Option<(u32, KeptAttrs)> {
+        match (self.node_of(id), self.tombs.get(id)) {
+            (Some((_, o)), _) => Some((o.perm, KeptAttrs::of(o))),
+            (None, Some(tb)) => Some((tb.perm, tb.attrs.clone())),
+            (None, None) => None,
+        }
     }
 
     /// The conflict copy of file `ino` holding version `content` untouched
@@ -1215,7 +1241,13 @@ impl Tree {
             }
             let following = self.untouched_copy(ino);
             if let Some(n) = self.nodes.get_mut(&ino) {
-                n.vstamp = made.vstamp;
+                // A copy edited here since holds a version of its own: the
+                // announcer's edit, that follows, meets it as a concurrent
+                // version (the newer wins, as where the announcement came
+                // after it).
+                if n.content == made.content {
+                    n.vstamp = made.vstamp;
+                }
                 made.attrs.merge_into(n, mode);
             }
             self.persist(ino, ch);
@@ -1243,11 +1275,9 @@ impl Tree {
         let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
         // Mode and xattrs as its file has them (or had them, with the
         // changes met since it went), then the copy's own.
-        let (perm, kept) = match (self.node_of(&made.origin), self.tombs.get(&made.origin)) {
-            (Some((_, o)), _) => (o.perm, KeptAttrs::of(o)),
-            (None, Some(tb)) => (tb.perm, tb.attrs.clone()),
-            (None, None) => (mode, KeptAttrs::default()),
-        };
+        let (perm, kept) = self
+            .attrs_of(&made.origin)
+            .unwrap_or((mode, KeptAttrs::default()));
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut c = self.new_node(*id, NodeKind::File, perm, p, made.born);

@@ -1380,6 +1380,82 @@ fn an_older_edit_of_a_removed_version_stays_as_its_conflict_copy() {
     }
 }
 
+/// Prepares `/f.txt` holding `b` on every node, with a conflict copy
+/// holding `a` beside it; returns the copy's name.
+fn file_with_copy(s: &mut Sim) -> String {
+    shared_file(s);
+    s.offline[0] = true;
+    s.offline[1] = true;
+    s.write(0, "/f.txt", b"a");
+    let later = s.nodes[0].hlc.now() + 1_000;
+    s.nodes[1].hlc.observe(later);
+    s.write(1, "/f.txt", b"b");
+    s.heal();
+    let root = names_in(&s.converged(), "/");
+    let copy = root.iter().find(|n| *n != "f.txt").expect("a copy");
+    format!("/{copy}")
+}
+
+/// A node removes a conflict copy, then changes the mode of its file,
+/// while another edits the copy: the edit brings the copy back where it
+/// was removed, and there too it has the file's new mode, as where it
+/// stayed and followed the file.
+#[test]
+fn a_conflict_copy_brought_back_takes_the_mode_its_file_got_meanwhile() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        let copy = file_with_copy(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, &copy);
+        s.chmod(0, "/f.txt", 0o600);
+        s.write(1, &copy, b"a edited");
+        s.heal();
+        let snap = s.converged();
+        let c = item(&snap, &copy);
+        assert_eq!(
+            (c.content, c.perm),
+            (hash_of(b"a edited"), 0o600),
+            "seed {seed}"
+        );
+        assert_eq!(item(&snap, "/f.txt").perm, 0o600, "seed {seed}");
+    }
+}
+
+/// Two nodes edit one conflict copy concurrently: the newer edit keeps
+/// the copy's name and the other is kept as a conflict copy of the copy,
+/// on every node (also where the older edit was made, and met the newer
+/// one's announcement of the copy after it).
+#[test]
+fn concurrent_edits_of_a_conflict_copy_make_a_copy_of_it() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        let copy = file_with_copy(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.write(1, &copy, b"older edit");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.write(0, &copy, b"newer edit");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(
+            item(&snap, &copy).content,
+            hash_of(b"newer edit"),
+            "seed {seed}"
+        );
+        let mut want = vec![
+            hash_of(b"b"),
+            hash_of(b"newer edit"),
+            hash_of(b"older edit"),
+        ];
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+    }
+}
+
 /// A file with a conflict copy is removed on one node while another
 /// changes its mode: the copy outlives the file and takes the mode on
 /// every node, also where the remove came first.
@@ -1918,6 +1994,22 @@ fn random_shared_edits_and_renames_converge() {
     });
 }
 
+/// Random workloads where any node edits and removes any file
+/// (concurrent edits, some committed over remote versions, edits and
+/// removes of conflict copies and of copies of copies), with creates,
+/// modes and xattrs; causal delivery. All nodes converge.
+#[test]
+fn random_shared_edits_and_removes_converge() {
+    random_workload_with(Ops {
+        shared_edits: true,
+        renames: false,
+        remove: true,
+        dir_moves: false,
+        replace: false,
+        link: false,
+    });
+}
+
 /// Random workloads of renames, removes and directory moves (each node
 /// moving and removing what it created, so that changes of one node never
 /// race, but creates and moves into directories removed elsewhere do)
@@ -1947,9 +2039,9 @@ fn random_workload_with(ops: Ops) {
 #[ignore = "known gaps (see report; 20 of seeds 1..=40 diverge): one name \
             created, moved onto, linked and replaced concurrently with \
             directories and hard links ends under other names or places on \
-            some nodes; mode and xattrs of copies of a conflict copy edited \
-            on several nodes; an extra copy or ~N turn after some orders of \
-            removes and edits of copies"]
+            some nodes; a remove racing a rename or a link of the same file; \
+            an extra copy or ~N turn after some orders of removes, renames \
+            and edits of copies"]
 fn random_workload_with_every_operation_converges() {
     let ops = Ops {
         shared_edits: true,
