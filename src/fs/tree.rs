@@ -881,6 +881,7 @@ impl Tree {
             n.ctime = t;
         }
         self.bury(ino, parent, name, ch);
+        self.end_lost_claim(ino);
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
             tree.give_back(parent, name, t, ch, fx);

@@ -5,7 +5,10 @@
 //! - two nodes claiming one name: the older (creation clock, then id) keeps
 //!   it, the other shows as `name.conflict-<node>-<time>.ext`; nodes and
 //!   conflict copies that come to share one such name take it in a fixed
-//!   order (`~2`, `~3`, … for the younger);
+//!   order (`~2`, `~3`, … for the younger); a freed name replaces the
+//!   conflict name of its claimant (a hard-linked file keeps its other
+//!   names), a removed conflict name ends the claim, and a change naming
+//!   a conflict name finds the plain name where there was no conflict;
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
@@ -126,16 +129,30 @@ impl Tree {
             .filter(|i| self.nodes.get(i).is_some_and(|n| n.kind == NodeKind::Dir))
     }
 
-    /// The name `ino` has in `parent` (`hint` first).
+    /// The name `ino` has in `parent`: `hint` first, then the name that
+    /// is `hint` where one of the two shows as the conflict name of the
+    /// other (`ino` claims a name it shows under a conflict name here or
+    /// elsewhere), then any.
     pub(super) fn name_in(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
         let p = self.nodes.get(&parent)?;
         if p.entries.get(hint) == Some(&ino) {
             return Some(hint.to_vec());
         }
-        p.entries
-            .iter()
-            .find(|(_, &i)| i == ino)
-            .map(|(n, _)| n.clone())
+        let mut names = p.entries.iter().filter(|(_, &i)| i == ino).map(|(n, _)| n);
+        let first = names.next()?;
+        let Some(x) = self.nodes.get(&ino).filter(|_| !hint.is_empty()) else {
+            return Some(first.clone());
+        };
+        let (author, born) = (id_prefix(&x.id), x.born);
+        let shows_as = |a: &[u8], b: &[u8]| unsuffixed(a) == conflict_name(b, author, born);
+        let same = |n: &&Vec<u8>| shows_as(n, hint) || shows_as(hint, n);
+        Some(
+            std::iter::once(first)
+                .chain(names)
+                .find(same)
+                .unwrap_or(first)
+                .clone(),
+        )
     }
 
     fn link_name(
@@ -269,6 +286,32 @@ impl Tree {
         }
     }
 
+    /// After a name of `ino` went: when it claimed a name that it showed
+    /// under a conflict name and that conflict name is gone (it has other
+    /// names), the claim ends: it goes by its other names, as where it
+    /// never showed under the conflict name.
+    pub(super) fn end_lost_claim(&mut self, ino: u64) {
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
+        let Some(w) = n.stamps.want() else {
+            return;
+        };
+        let alt = conflict_name(w, id_prefix(&n.id), n.born);
+        let shown = self.nodes.get(&n.parent).is_some_and(|p| {
+            p.entries
+                .iter()
+                .any(|(k, &i)| i == ino && unsuffixed(k) == alt)
+        });
+        if shown {
+            return;
+        }
+        self.wanting.remove(&ino);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.set_want(None);
+        }
+    }
+
     /// `name` in `parent` was just freed: the oldest node claiming it
     /// (creation clock, then id) leaves its conflict name and takes it.
     pub(super) fn give_back(
@@ -309,7 +352,8 @@ impl Tree {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.stamps.set_want(None);
         }
-        let Some(cur) = self.name_in(parent, ino, b"") else {
+        // The conflict name it shows under, not another name it has.
+        let Some(cur) = self.name_in(parent, ino, name) else {
             return;
         };
         self.unlink_name(parent, &cur, t, ch, fx);
@@ -545,6 +589,7 @@ impl Tree {
                 }
                 fx.inodes.push(ino);
                 self.bury(ino, p, &nm, ch);
+                self.end_lost_claim(ino);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
                 if turns {

@@ -828,6 +828,68 @@ fn a_freed_name_goes_back_to_the_node_that_claimed_it() {
     }
 }
 
+/// A file with two names, one of them shown under a conflict name (an
+/// older node holds the name it claims): once the name is freed the file
+/// takes it in place of its conflict name and keeps its other name.
+#[test]
+fn a_freed_name_goes_back_to_the_conflict_name_of_a_linked_file() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.create(0, "/", "c.txt", NodeKind::Fifo);
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        let f = s.create(1, "/", "c.txt", NodeKind::File);
+        s.write(1, "/c.txt", b"linked");
+        s.op(1, |t, h, ch| t.link(f, ROOT, b"b", h, ch))
+            .expect("link");
+        s.heal();
+        let root = names_in(&s.converged(), "/");
+        assert_eq!(root.len(), 3, "seed {seed}: {root:?}");
+        s.unlink(0, "/c.txt");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["b", "c.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/c.txt").content, hash_of(b"linked"));
+    }
+}
+
+/// A node removes the conflict name of a file with two names, while on
+/// another node the file never showed under it (the older node holding
+/// the name moved away before the file came): the same name goes there,
+/// the plain name the conflict name stands for, and the other stays.
+#[test]
+fn a_removed_conflict_name_is_the_plain_name_where_there_was_no_conflict() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.offline[1] = true;
+        s.create(0, "/", "e.md", NodeKind::Fifo);
+        let fifo = s.nodes[0].known.values().last().cloned().expect("entry");
+        s.rename(0, "/e.md", "/a");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        let f = s.create(1, "/", "e.md", NodeKind::File);
+        s.write(1, "/e.md", b"linked");
+        s.op(1, |t, h, ch| t.link(f, ROOT, b"d", h, ch))
+            .expect("link");
+        assert!(s.nodes[1].receive(&fifo));
+        let root = names_in(&snapshot(&s.node(1).tree), "/");
+        let alt = root
+            .iter()
+            .find(|n| n.starts_with("e.conflict-"))
+            .unwrap_or_else(|| panic!("seed {seed}: {root:?}"))
+            .clone();
+        s.unlink(1, &format!("/{alt}"));
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["a", "d"], "seed {seed}");
+        assert_eq!(item(&snap, "/d").content, hash_of(b"linked"));
+    }
+}
+
 /// One node removes a file while another moves it apart: a move to
 /// another directory beats the remove (the file lives on there, with its
 /// bytes, on every node); a rename within the directory does not (the
