@@ -911,7 +911,11 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        let tomb = self
+            .tombs
+            .get(id)
+            .filter(|tb| tb.kind() == NodeKind::File)?
+            .clone();
         let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -925,8 +929,9 @@ impl Tree {
         Some(ino)
     }
 
-    /// Brings back file or empty directory `id` removed here, at the place
-    /// a concurrent move of it gave it.
+    /// Brings back node `id` (not a directory with children) removed here,
+    /// at the place a concurrent move of it gave it, unless a newer move
+    /// had placed it (that move would have been skipped).
     #[allow(clippy::too_many_arguments)]
     fn resurrect_moved(
         &mut self,
@@ -938,7 +943,7 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let Some(tomb) = self.tombs.get(id).cloned() else {
+        let Some(tomb) = self.tombs.get(id).filter(|tb| stamp > tb.place).cloned() else {
             return;
         };
         let Some(np) = self.live_dir(parent, t, ch, fx) else {
@@ -946,14 +951,12 @@ impl Tree {
         };
         let ino = self.next_ino;
         self.next_ino += 1;
-        let kind = if tomb.dir {
-            NodeKind::Dir
-        } else {
-            NodeKind::File
-        };
-        let mut n = self.new_node(*id, kind, tomb.perm, np, tomb.born);
+        let mut n = self.new_node(*id, tomb.kind(), tomb.perm, np, tomb.born);
         n.content = tomb.content;
         (n.size, n.mtime) = tomb.size_mtime;
+        if let Some((_, target)) = &tomb.special {
+            n.target = target.clone();
+        }
         n.stamps.place = stamp;
         self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
@@ -1162,7 +1165,11 @@ impl Tree {
         if let Some(c) = self.copy_of_version(id, replaces) {
             self.drop_copy(c, t, ch, fx);
         }
-        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        let tomb = self
+            .tombs
+            .get(id)
+            .filter(|tb| tb.kind() == NodeKind::File)?
+            .clone();
         if v.stamp > tomb.vstamp {
             return self.resurrect(id, replaces, t, ch, fx);
         }

@@ -922,6 +922,63 @@ fn remove_against_a_concurrent_move_converges() {
     }
 }
 
+/// The same with a FIFO and a symlink moved into another directory while
+/// removed elsewhere: the move wins and they stay, with their kind and
+/// target, on every node.
+#[test]
+fn remove_of_a_fifo_or_symlink_against_a_concurrent_move_converges() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "d", NodeKind::Dir);
+        s.create(0, "/", "p", NodeKind::Fifo);
+        s.create(0, "/", "l", NodeKind::Symlink);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.unlink(0, "/p");
+        s.unlink(0, "/l");
+        s.rename(1, "/p", "/d/p");
+        s.rename(1, "/l", "/d/l");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/d"), ["l", "p"], "seed {seed}");
+        assert_eq!(item(&snap, "/d/p").kind, kind_no(NodeKind::Fifo));
+        let l = item(&snap, "/d/l");
+        assert_eq!(
+            (l.kind, &l.target[..]),
+            (kind_no(NodeKind::Symlink), &b"../target"[..])
+        );
+    }
+}
+
+/// A node moves a file into another directory while a second node moves
+/// it and then removes it: where the second node's move is the newer, the
+/// first move would not have moved the file, and the remove takes it on
+/// every node (also where the remove came before the older move).
+#[test]
+fn an_older_move_does_not_bring_back_a_file_removed_after_a_newer_one() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "d", NodeKind::Dir);
+        s.create(0, "/", "e", NodeKind::Dir);
+        s.create(0, "/", "f.txt", NodeKind::File);
+        s.heal();
+        s.offline[0] = true;
+        s.offline[1] = true;
+        s.rename(1, "/f.txt", "/d/f.txt");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.rename(0, "/f.txt", "/e/f.txt");
+        s.unlink(0, "/e/f.txt");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["d", "e"], "seed {seed}");
+        assert!(names_in(&snap, "/d").is_empty(), "seed {seed}");
+    }
+}
+
 /// The same for an empty directory: removed on one node, moved into
 /// another directory on another; it lives on at its new place everywhere.
 #[test]
@@ -2085,6 +2142,21 @@ fn random_renames_removes_and_directory_moves_converge() {
         dir_moves: true,
         replace: false,
         link: false,
+    });
+}
+
+/// The same with renames that replace their target and hard links (one
+/// name created, moved onto, linked and replaced concurrently, with
+/// FIFOs, symlinks and directories); causal delivery. All nodes converge.
+#[test]
+fn random_replacing_renames_links_removes_and_directory_moves_converge() {
+    random_workload_with(Ops {
+        shared_edits: false,
+        renames: true,
+        remove: true,
+        dir_moves: true,
+        replace: true,
+        link: true,
     });
 }
 
