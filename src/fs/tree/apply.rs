@@ -952,7 +952,7 @@ impl Tree {
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, tomb.kind(), tomb.perm, np, tomb.born);
-        n.content = tomb.content;
+        (n.content, n.vstamp) = (tomb.content, tomb.vstamp);
         (n.size, n.mtime) = tomb.size_mtime;
         if let Some((_, target)) = &tomb.special {
             n.target = target.clone();
@@ -962,6 +962,8 @@ impl Tree {
         self.tombs.remove(id);
         ch.tomb(id, None);
         self.place(np, name, ino, t, ch, fx);
+        // Its untouched copies follow it there, as where it never went.
+        self.follow(ino, t, ch, fx);
     }
 
     /// Adds node `n` (inode `ino`), brought back from `tomb`, with the

@@ -952,6 +952,40 @@ fn remove_of_a_fifo_or_symlink_against_a_concurrent_move_converges() {
     }
 }
 
+/// A node edits a file and removes it while a second moves it into
+/// another directory and a third edits it (older): the move brings the
+/// file back with the newer version, which beats the older one on every
+/// node (also where the move came back before the older edit).
+#[test]
+fn a_file_brought_back_by_a_move_keeps_its_version_against_an_older_edit() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "d", NodeKind::Dir);
+        shared_file(&mut s);
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.write(2, "/f.txt", b"older");
+        let later = s.nodes[2].hlc.now() + 1_000;
+        s.nodes[0].hlc.observe(later);
+        s.write(0, "/f.txt", b"newer");
+        s.unlink(0, "/f.txt");
+        s.rename(1, "/f.txt", "/d/f.txt");
+        s.offline[0] = false;
+        s.offline[1] = false;
+        s.settle();
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(
+            item(&snap, "/d/f.txt").content,
+            hash_of(b"newer"),
+            "seed {seed}"
+        );
+        let mut want = vec![hash_of(b"newer"), hash_of(b"older")];
+        want.sort();
+        assert_eq!(contents(&snap), want, "seed {seed}:\n{}", render(&snap));
+    }
+}
+
 /// A node moves a file into another directory while a second node moves
 /// it and then removes it: where the second node's move is the newer, the
 /// first move would not have moved the file, and the remove takes it on
