@@ -6,8 +6,8 @@
 //!   it, the other shows as `name.conflict-<node>-<time>.ext`; nodes and
 //!   conflict copies that come to share one such name take it in a fixed
 //!   order (`~2`, `~3`, … for the younger); a freed name replaces the
-//!   conflict name of its claimant (a hard-linked file keeps its other
-//!   names), a removed conflict name ends the claim, and a change naming
+//!   conflict name of its claimant (any node shown under a conflict name
+//!   of it; a hard-linked file keeps its other names), a removed conflict name ends the claim, and a change naming
 //!   a conflict name finds the plain name where there was no conflict;
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
@@ -67,11 +67,7 @@ pub fn conflict_name(name: &[u8], author: [u8; 8], hlc: u64) -> Vec<u8> {
         t / 60 % 60,
         t % 60
     );
-    let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
-    let (stem, ext) = match dot {
-        Some(i) => (&name[..i], &name[i..]),
-        None => (name, &b""[..]),
-    };
+    let (stem, ext) = stem_ext(name);
     let mut out = stem.to_vec();
     out.extend_from_slice(format!(".conflict-{node}-{stamp}").as_bytes());
     out.extend_from_slice(ext);
@@ -322,14 +318,28 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        if self.wanting.is_empty() {
-            return;
-        }
-        if self
+        let Some(p) = self
             .nodes
             .get(&parent)
-            .is_none_or(|p| p.entries.contains_key(name))
-        {
+            .filter(|p| !p.entries.contains_key(name))
+        else {
+            return;
+        };
+        // Nodes shown under a conflict name of `name`: each claims it,
+        // also a hard-linked file whose claim is of another of its names.
+        let prefix = conflict_prefix(name);
+        let shown: Vec<u64> = p
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, i)| {
+                self.nodes
+                    .get(i)
+                    .is_some_and(|x| unsuffixed(k) == conflict_name(name, id_prefix(&x.id), x.born))
+            })
+            .map(|(_, &i)| i)
+            .collect();
+        if shown.is_empty() && self.wanting.is_empty() {
             return;
         }
         let nodes = &self.nodes;
@@ -342,15 +352,21 @@ impl Tree {
             .wanting
             .iter()
             .filter(|(_, (p, w))| *p == parent && w == name)
-            .filter_map(|(&i, _)| self.nodes.get(&i).map(|n| ((n.born, n.id), i)))
+            .map(|(&i, _)| i)
+            .chain(shown)
+            .filter_map(|i| self.nodes.get(&i).map(|n| ((n.born, n.id), i)))
             .min()
             .map(|(_, i)| i);
         let Some(ino) = heir else {
             return;
         };
-        self.wanting.remove(&ino);
-        if let Some(n) = self.nodes.get_mut(&ino) {
+        if let Some(n) = self
+            .nodes
+            .get_mut(&ino)
+            .filter(|n| n.stamps.want() == Some(name))
+        {
             n.stamps.set_want(None);
+            self.wanting.remove(&ino);
         }
         // The conflict name it shows under, not another name it has.
         let Some(cur) = self.name_in(parent, ino, name) else {
@@ -1190,6 +1206,21 @@ impl Tree {
             );
         }
         None
+    }
+}
+
+/// What every conflict name of `name` starts with (see [`conflict_name`]).
+fn conflict_prefix(name: &[u8]) -> Vec<u8> {
+    let mut out = stem_ext(name).0.to_vec();
+    out.extend_from_slice(b".conflict-");
+    out
+}
+
+/// `name` split before its extension (the last dot, not a leading one).
+fn stem_ext(name: &[u8]) -> (&[u8], &[u8]) {
+    match name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0) {
+        Some(i) => name.split_at(i),
+        None => (name, &b""[..]),
     }
 }
 

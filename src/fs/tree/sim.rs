@@ -856,6 +856,38 @@ fn a_freed_name_goes_back_to_the_conflict_name_of_a_linked_file() {
     }
 }
 
+/// A file with two names loses both to an older FIFO created on one of
+/// them and then moved onto the other: where the FIFO came while the file
+/// had both, the first name, freed by the FIFO's move, goes back to the
+/// file (whose claim is of the second one now), as on nodes that met the
+/// FIFO's move before the file's link.
+#[test]
+fn a_linked_file_gets_back_each_name_freed_while_it_claims_another() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.offline[0] = true;
+        s.offline[2] = true;
+        s.create(0, "/", "d", NodeKind::Fifo);
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[2].hlc.observe(later);
+        let f = s.create(2, "/", "e.md", NodeKind::File);
+        s.write(2, "/e.md", b"linked");
+        s.op(2, |t, h, ch| t.link(f, ROOT, b"d", h, ch))
+            .expect("link");
+        let fifo = s.nodes[0].known.values().last().cloned().expect("entry");
+        assert!(s.nodes[2].receive(&fifo));
+        s.rename(0, "/d", "/e.md");
+        s.heal();
+        let snap = s.converged();
+        let root = names_in(&snap, "/");
+        assert_eq!(root.len(), 3, "seed {seed}: {root:?}");
+        assert_eq!(item(&snap, "/d").content, hash_of(b"linked"), "seed {seed}");
+        assert_eq!(item(&snap, "/e.md").kind, kind_no(NodeKind::Fifo));
+        assert!(root[1].starts_with("e.conflict-"), "seed {seed}: {root:?}");
+    }
+}
+
 /// A node removes the conflict name of a file with two names, while on
 /// another node the file never showed under it (the older node holding
 /// the name moved away before the file came): the same name goes there,
