@@ -21,12 +21,14 @@
 //!   file), still taking its file's mode and xattrs, also after a remove
 //!   of it and an edit bringing it back;
 //! - edit beats delete: a remove of the last name of a file that did not
-//!   see its current content leaves it in place (taking only the conflict copy of the
-//!   version it saw), an edit met after the remove brings the file back
-//!   with the edit; a remove of a directory that still has children
-//!   leaves it in place until it empties, and a directory removed here
-//!   comes back (with those above it) when a change made elsewhere puts
-//!   something in it, until it empties again;
+//!   see its current content leaves it in place (taking only the conflict
+//!   copy of the version it saw), an edit met after the remove brings the
+//!   file back with the edit; a link made concurrently with the remove of
+//!   a file's last name keeps the file under the link's name; a remove
+//!   of a directory that still has children leaves it in place until it
+//!   empties, and a directory removed here comes back (with those above
+//!   it) when a change made elsewhere puts something in it, until it
+//!   empties again;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -127,28 +129,35 @@ impl Tree {
 
     /// The name `ino` has in `parent`: `hint` first, then the name that
     /// is `hint` where one of the two shows as the conflict name of the
-    /// other (`ino` claims a name it shows under a conflict name here or
-    /// elsewhere), then any.
+    /// other (see [`Tree::name_as`]), then any.
     pub(super) fn name_in(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
+        self.name_as(parent, ino, hint).or_else(|| {
+            let p = self.nodes.get(&parent)?;
+            p.entries
+                .iter()
+                .find(|(_, &i)| i == ino)
+                .map(|(n, _)| n.clone())
+        })
+    }
+
+    /// The name `ino` has in `parent` that is `hint`: `hint` itself, or the
+    /// name where one of the two shows as the conflict name of the other
+    /// (`ino` claims a name it shows under a conflict name here or
+    /// elsewhere).
+    fn name_as(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
         let p = self.nodes.get(&parent)?;
         if p.entries.get(hint) == Some(&ino) {
             return Some(hint.to_vec());
         }
-        let mut names = p.entries.iter().filter(|(_, &i)| i == ino).map(|(n, _)| n);
-        let first = names.next()?;
-        let Some(x) = self.nodes.get(&ino).filter(|_| !hint.is_empty()) else {
-            return Some(first.clone());
-        };
+        let x = self.nodes.get(&ino).filter(|_| !hint.is_empty())?;
         let (author, born) = (id_prefix(&x.id), x.born);
         let shows_as = |a: &[u8], b: &[u8]| unsuffixed(a) == conflict_name(b, author, born);
-        let same = |n: &&Vec<u8>| shows_as(n, hint) || shows_as(hint, n);
-        Some(
-            std::iter::once(first)
-                .chain(names)
-                .find(same)
-                .unwrap_or(first)
-                .clone(),
-        )
+        p.entries
+            .iter()
+            .filter(|(_, &i)| i == ino)
+            .map(|(n, _)| n)
+            .find(|n| shows_as(n, hint) || shows_as(hint, n))
+            .cloned()
     }
 
     fn link_name(
@@ -624,7 +633,7 @@ impl Tree {
                     // Removed here while it was moved to another directory
                     // there: the move wins (as it does where the remove
                     // arrives second and finds it gone from its directory).
-                    self.resurrect_moved(id, parent, name, stamp, t, ch, fx);
+                    self.resurrect_moved(id, parent, name, Some(stamp), t, ch, fx);
                     return;
                 }
                 let Some((ino, n)) = self.node_of(id) else {
@@ -692,6 +701,10 @@ impl Tree {
             }
             Op::Link { id, parent, name } => {
                 let Some(ino) = self.ino_of(id) else {
+                    // Its last name here went by a remove made without
+                    // seeing this link: the link's name stays, as where
+                    // the remove came second.
+                    self.resurrect_moved(id, parent, name, None, t, ch, fx);
                     return;
                 };
                 if self.nodes.get(&ino).is_none_or(|n| n.kind == NodeKind::Dir) {
@@ -946,20 +959,26 @@ impl Tree {
     }
 
     /// Brings back node `id` (not a directory with children) removed here,
-    /// at the place a concurrent move of it gave it, unless a newer move
-    /// had placed it (that move would have been skipped).
+    /// at the place a concurrent move made at `stamp` gave it, unless a
+    /// newer move had placed it (that move would have been skipped); or,
+    /// without a stamp, under the name a concurrent link gave it (a file
+    /// that has a name there never lost its last one).
     #[allow(clippy::too_many_arguments)]
     fn resurrect_moved(
         &mut self,
         id: &FileId,
         parent: &FileId,
         name: &[u8],
-        stamp: Stamp,
+        stamp: Option<Stamp>,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let Some(tomb) = self.tombs.get(id).filter(|tb| stamp > tb.place).cloned() else {
+        let tomb = self.tombs.get(id).filter(|tb| match stamp {
+            Some(s) => s > tb.place,
+            None => tb.kind() != NodeKind::Dir,
+        });
+        let Some(tomb) = tomb.cloned() else {
             return;
         };
         let Some(np) = self.live_dir(parent, t, ch, fx) else {
@@ -973,7 +992,7 @@ impl Tree {
         if let Some((_, target)) = &tomb.special {
             n.target = target.clone();
         }
-        n.stamps.place = stamp;
+        n.stamps.place = stamp.unwrap_or(tomb.place);
         self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);

@@ -888,6 +888,29 @@ fn a_linked_file_gets_back_each_name_freed_while_it_claims_another() {
     }
 }
 
+/// A node removes the only name of a file while another gives it a second
+/// name: the remove takes its name and the file stays under the link's,
+/// on every node (also where the remove came first, and the file was gone
+/// when the link came).
+#[test]
+fn a_link_made_while_the_last_name_was_removed_keeps_the_file() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        shared_file(&mut s);
+        s.offline[0] = true;
+        s.offline[1] = true;
+        let f = s.node(1).at("/f.txt");
+        s.op(1, |t, h, ch| t.link(f, ROOT, b"g.txt", h, ch))
+            .expect("link");
+        s.unlink(0, "/f.txt");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["g.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/g.txt").content, hash_of(b"v0"));
+    }
+}
+
 /// A node removes the conflict name of a file with two names, while on
 /// another node the file never showed under it (the older node holding
 /// the name moved away before the file came): the same name goes there,
