@@ -636,6 +636,16 @@ impl Tree {
                     self.resurrect_moved(id, parent, name, Some(stamp), t, ch, fx);
                     return;
                 }
+                if self.ino_of(id).is_none() {
+                    // Removed here while renamed there: the remove wins, but
+                    // a change that brings it back finds it under the new
+                    // name, as where the rename came first.
+                    if let Some(tb) = self.tombs.get_mut(id).filter(|tb| stamp > tb.place) {
+                        (tb.parent, tb.name, tb.place) = (*parent, name.clone(), stamp);
+                        ch.tomb(id, Some(tb));
+                    }
+                    return;
+                }
                 let Some((ino, n)) = self.node_of(id) else {
                     return;
                 };
