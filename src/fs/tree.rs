@@ -292,6 +292,21 @@ pub struct Tomb {
     /// older tombs, which any version beats).
     #[serde(skip)]
     pub vstamp: Stamp,
+    /// The file it was a conflict copy of, if it was one (stored after the
+    /// stamp; none in older tombs): a copy brought back follows its file
+    /// again.
+    #[serde(skip)]
+    pub origin: Option<FileId>,
+    /// Kind and target of a node neither file nor directory (stored after
+    /// the origin; none in older tombs, which only files and directories
+    /// had), so that a concurrent move brings it back.
+    #[serde(skip)]
+    pub special: Option<(NodeKind, Vec<u8>)>,
+    /// Stamp of the move that put it where it was (stored after the kind;
+    /// zero in older tombs): an older concurrent move does not bring it
+    /// back, as it would not have moved it.
+    #[serde(skip)]
+    pub place: Stamp,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -370,12 +385,24 @@ impl Tomb {
         lww(&mut self.perm, &mut self.attrs.mode, perm, stamp)
     }
 
+    /// The kind of node it was.
+    pub fn kind(&self) -> NodeKind {
+        match &self.special {
+            Some((k, _)) => *k,
+            None if self.dir => NodeKind::Dir,
+            None => NodeKind::File,
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut b = postcard::to_allocvec(self).unwrap_or_default();
         let (size, mtime) = self.size_mtime;
         b.extend(postcard::to_allocvec(&(size, mtime, self.dir)).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.attrs).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.vstamp).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.origin).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.special).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.place).unwrap_or_default());
         b
     }
 
@@ -386,8 +413,17 @@ impl Tomb {
             (t.size_mtime, t.dir) = ((size, mtime), dir);
             if let Ok((a, rest)) = postcard::take_from_bytes::<KeptAttrs>(rest) {
                 t.attrs = a;
-                if let Ok(v) = postcard::from_bytes::<Stamp>(rest) {
+                if let Ok((v, rest)) = postcard::take_from_bytes::<Stamp>(rest) {
                     t.vstamp = v;
+                    if let Ok((o, rest)) = postcard::take_from_bytes::<Option<FileId>>(rest) {
+                        t.origin = o;
+                        if let Ok((k, rest)) = postcard::take_from_bytes(rest) {
+                            t.special = k;
+                            if let Ok(p) = postcard::from_bytes(rest) {
+                                t.place = p;
+                            }
+                        }
+                    }
                 }
             }
         } else if let Ok(x) = postcard::from_bytes(rest) {
@@ -775,7 +811,7 @@ impl Tree {
         self.persist(ino, ch);
     }
 
-    /// Keeps a tombstone for file or directory `ino` when its last name
+    /// Keeps a tombstone for node `ino` when its last name
     /// (`name` in `parent`) has just gone.
     fn bury(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
         if self.nodes.get(&ino).is_some_and(|n| n.nlink == 0) {
@@ -783,16 +819,13 @@ impl Tree {
         }
     }
 
-    /// Keeps a tombstone for file or directory `ino`, named `name` in
+    /// Keeps a tombstone for node `ino`, named `name` in
     /// `parent` (a directory that still lives keeps one while a remove of
     /// it waits for it to empty: see [`Tree::settle_pending`]).
     fn keep_tomb(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
         let Some(n) = self.nodes.get(&ino) else {
             return;
         };
-        if !matches!(n.kind, NodeKind::File | NodeKind::Dir) {
-            return;
-        }
         let t = Tomb {
             parent: self
                 .nodes
@@ -807,6 +840,10 @@ impl Tree {
             dir: n.kind == NodeKind::Dir,
             attrs: KeptAttrs::of(n),
             vstamp: n.vstamp,
+            origin: n.stamps.origin(),
+            special: (!matches!(n.kind, NodeKind::File | NodeKind::Dir))
+                .then(|| (n.kind, n.target.clone())),
+            place: n.stamps.place,
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -871,6 +908,7 @@ impl Tree {
             n.ctime = t;
         }
         self.bury(ino, parent, name, ch);
+        self.end_lost_claim(ino);
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
             tree.give_back(parent, name, t, ch, fx);
@@ -1299,9 +1337,9 @@ impl Tree {
 mod tests {
     use super::*;
 
-    /// A tomb round-trips, and one written before the version stamp was
-    /// stored (or before the attributes were) still loads, with a zero
-    /// stamp that any version beats.
+    /// A tomb round-trips, and one written before the place stamp, the
+    /// kind, the origin or the version stamp was stored (or before the attributes were) still loads, with
+    /// no origin and a zero stamp that any version beats.
     #[test]
     fn tombs_of_every_age_load() {
         let mut t = Tomb {
@@ -1314,14 +1352,33 @@ mod tests {
             dir: false,
             attrs: KeptAttrs::default(),
             vstamp: (11, [2; 8]),
+            origin: Some(FileId([4; 16])),
+            special: Some((NodeKind::Symlink, b"t".to_vec())),
+            place: (8, [3; 8]),
         };
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
         let bytes = t.encode();
         let back = Tomb::decode(&bytes).expect("decode");
         assert_eq!(back.vstamp, t.vstamp);
+        assert_eq!((back.origin, &back.special), (t.origin, &t.special));
+        assert_eq!((back.kind(), back.place), (NodeKind::Symlink, t.place));
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
+        let place_len = postcard::to_allocvec(&t.place).expect("encode").len();
+        let bytes = &bytes[..bytes.len() - place_len];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!(
+            (older.kind(), older.place),
+            (NodeKind::Symlink, (0, [0; 8]))
+        );
+        let special_len = postcard::to_allocvec(&t.special).expect("encode").len();
+        let bytes = &bytes[..bytes.len() - special_len];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!((older.origin, older.kind()), (t.origin, NodeKind::File));
+        let origin_len = postcard::to_allocvec(&t.origin).expect("encode").len();
+        let older = Tomb::decode(&bytes[..bytes.len() - origin_len]).expect("decode older");
+        assert_eq!((older.vstamp, older.origin), (t.vstamp, None));
         let stamp_len = postcard::to_allocvec(&t.vstamp).expect("encode").len();
-        let old = Tomb::decode(&bytes[..bytes.len() - stamp_len]).expect("decode old");
+        let old = Tomb::decode(&bytes[..bytes.len() - origin_len - stamp_len]).expect("decode old");
         assert_eq!(old.vstamp, (0, [0; 8]));
         assert_eq!(old.attrs.xattrs, t.attrs.xattrs);
         assert_eq!((old.size_mtime, old.content), (t.size_mtime, t.content));

@@ -5,7 +5,10 @@
 //! - two nodes claiming one name: the older (creation clock, then id) keeps
 //!   it, the other shows as `name.conflict-<node>-<time>.ext`; nodes and
 //!   conflict copies that come to share one such name take it in a fixed
-//!   order (`~2`, `~3`, … for the younger);
+//!   order (`~2`, `~3`, … for the younger); a freed name replaces the
+//!   conflict name of its claimant (any node shown under a conflict name
+//!   of it; a hard-linked file keeps its other names), a removed conflict name ends the claim, and a change naming
+//!   a conflict name finds the plain name where there was no conflict;
 //! - two content versions replacing the same version: the newer (clock,
 //!   then author) keeps the name, the other is kept beside it as a conflict
 //!   copy whose id derives from both, so every node makes the same copy;
@@ -13,14 +16,19 @@
 //! - a conflict copy that a user edits, renames or links is announced
 //!   first (an [`Op::CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
-//!   it; from then on it is a file of its own that stays where it is;
+//!   it; from then on it is a file of its own that stays where it is (a
+//!   newer edit of it made elsewhere beats one made here as for any
+//!   file), still taking its file's mode and xattrs, also after a remove
+//!   of it and an edit bringing it back;
 //! - edit beats delete: a remove of the last name of a file that did not
-//!   see its current content leaves it in place (taking only the conflict copy of the
-//!   version it saw), an edit met after the remove brings the file back
-//!   with the edit; a remove of a directory that still has children
-//!   leaves it in place until it empties, and a directory removed here
-//!   comes back (with those above it) when a change made elsewhere puts
-//!   something in it, until it empties again;
+//!   see its current content leaves it in place (taking only the conflict
+//!   copy of the version it saw), an edit met after the remove brings the
+//!   file back with the edit; a link made concurrently with the remove of
+//!   a file's last name keeps the file under the link's name; a remove
+//!   of a directory that still has children leaves it in place until it
+//!   empties, and a directory removed here comes back (with those above
+//!   it) when a change made elsewhere puts something in it, until it
+//!   empties again;
 //! - concurrent changes of one field (mode, times, one xattr, the place
 //!   of a node) settle by last writer wins: the larger (clock, author)
 //!   stamp, whatever the order of arrival;
@@ -36,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{Entry, FileId, NodeKind, Op};
 use crate::store::Hash;
 
-use super::{Changes, KeptAttrs, Node, Stamp, Stamps, Tree, ROOT};
+use super::{Changes, KeptAttrs, Node, Stamp, Stamps, Tomb, Tree, ROOT};
 
 /// What the kernel must forget after remote changes: names and inodes.
 #[derive(Debug, Default)]
@@ -61,11 +69,7 @@ pub fn conflict_name(name: &[u8], author: [u8; 8], hlc: u64) -> Vec<u8> {
         t / 60 % 60,
         t % 60
     );
-    let dot = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0);
-    let (stem, ext) = match dot {
-        Some(i) => (&name[..i], &name[i..]),
-        None => (name, &b""[..]),
-    };
+    let (stem, ext) = stem_ext(name);
     let mut out = stem.to_vec();
     out.extend_from_slice(format!(".conflict-{node}-{stamp}").as_bytes());
     out.extend_from_slice(ext);
@@ -123,16 +127,37 @@ impl Tree {
             .filter(|i| self.nodes.get(i).is_some_and(|n| n.kind == NodeKind::Dir))
     }
 
-    /// The name `ino` has in `parent` (`hint` first).
+    /// The name `ino` has in `parent`: `hint` first, then the name that
+    /// is `hint` where one of the two shows as the conflict name of the
+    /// other (see [`Tree::name_as`]), then any.
     pub(super) fn name_in(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
+        self.name_as(parent, ino, hint).or_else(|| {
+            let p = self.nodes.get(&parent)?;
+            p.entries
+                .iter()
+                .find(|(_, &i)| i == ino)
+                .map(|(n, _)| n.clone())
+        })
+    }
+
+    /// The name `ino` has in `parent` that is `hint`: `hint` itself, or the
+    /// name where one of the two shows as the conflict name of the other
+    /// (`ino` claims a name it shows under a conflict name here or
+    /// elsewhere).
+    fn name_as(&self, parent: u64, ino: u64, hint: &[u8]) -> Option<Vec<u8>> {
         let p = self.nodes.get(&parent)?;
         if p.entries.get(hint) == Some(&ino) {
             return Some(hint.to_vec());
         }
+        let x = self.nodes.get(&ino).filter(|_| !hint.is_empty())?;
+        let (author, born) = (id_prefix(&x.id), x.born);
+        let shows_as = |a: &[u8], b: &[u8]| unsuffixed(a) == conflict_name(b, author, born);
         p.entries
             .iter()
-            .find(|(_, &i)| i == ino)
-            .map(|(n, _)| n.clone())
+            .filter(|(_, &i)| i == ino)
+            .map(|(n, _)| n)
+            .find(|n| shows_as(n, hint) || shows_as(hint, n))
+            .cloned()
     }
 
     fn link_name(
@@ -266,6 +291,32 @@ impl Tree {
         }
     }
 
+    /// After a name of `ino` went: when it claimed a name that it showed
+    /// under a conflict name and that conflict name is gone (it has other
+    /// names), the claim ends: it goes by its other names, as where it
+    /// never showed under the conflict name.
+    pub(super) fn end_lost_claim(&mut self, ino: u64) {
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
+        let Some(w) = n.stamps.want() else {
+            return;
+        };
+        let alt = conflict_name(w, id_prefix(&n.id), n.born);
+        let shown = self.nodes.get(&n.parent).is_some_and(|p| {
+            p.entries
+                .iter()
+                .any(|(k, &i)| i == ino && unsuffixed(k) == alt)
+        });
+        if shown {
+            return;
+        }
+        self.wanting.remove(&ino);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.set_want(None);
+        }
+    }
+
     /// `name` in `parent` was just freed: the oldest node claiming it
     /// (creation clock, then id) leaves its conflict name and takes it.
     pub(super) fn give_back(
@@ -276,14 +327,28 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        if self.wanting.is_empty() {
-            return;
-        }
-        if self
+        let Some(p) = self
             .nodes
             .get(&parent)
-            .is_none_or(|p| p.entries.contains_key(name))
-        {
+            .filter(|p| !p.entries.contains_key(name))
+        else {
+            return;
+        };
+        // Nodes shown under a conflict name of `name`: each claims it,
+        // also a hard-linked file whose claim is of another of its names.
+        let prefix = conflict_prefix(name);
+        let shown: Vec<u64> = p
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, i)| {
+                self.nodes
+                    .get(i)
+                    .is_some_and(|x| unsuffixed(k) == conflict_name(name, id_prefix(&x.id), x.born))
+            })
+            .map(|(_, &i)| i)
+            .collect();
+        if shown.is_empty() && self.wanting.is_empty() {
             return;
         }
         let nodes = &self.nodes;
@@ -296,17 +361,24 @@ impl Tree {
             .wanting
             .iter()
             .filter(|(_, (p, w))| *p == parent && w == name)
-            .filter_map(|(&i, _)| self.nodes.get(&i).map(|n| ((n.born, n.id), i)))
+            .map(|(&i, _)| i)
+            .chain(shown)
+            .filter_map(|i| self.nodes.get(&i).map(|n| ((n.born, n.id), i)))
             .min()
             .map(|(_, i)| i);
         let Some(ino) = heir else {
             return;
         };
-        self.wanting.remove(&ino);
-        if let Some(n) = self.nodes.get_mut(&ino) {
+        if let Some(n) = self
+            .nodes
+            .get_mut(&ino)
+            .filter(|n| n.stamps.want() == Some(name))
+        {
             n.stamps.set_want(None);
+            self.wanting.remove(&ino);
         }
-        let Some(cur) = self.name_in(parent, ino, b"") else {
+        // The conflict name it shows under, not another name it has.
+        let Some(cur) = self.name_in(parent, ino, name) else {
             return;
         };
         self.unlink_name(parent, &cur, t, ch, fx);
@@ -542,6 +614,7 @@ impl Tree {
                 }
                 fx.inodes.push(ino);
                 self.bury(ino, p, &nm, ch);
+                self.end_lost_claim(ino);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
                 if turns {
@@ -560,7 +633,17 @@ impl Tree {
                     // Removed here while it was moved to another directory
                     // there: the move wins (as it does where the remove
                     // arrives second and finds it gone from its directory).
-                    self.resurrect_moved(id, parent, name, stamp, t, ch, fx);
+                    self.resurrect_moved(id, parent, name, Some(stamp), t, ch, fx);
+                    return;
+                }
+                if self.ino_of(id).is_none() {
+                    // Removed here while renamed there: the remove wins, but
+                    // a change that brings it back finds it under the new
+                    // name, as where the rename came first.
+                    if let Some(tb) = self.tombs.get_mut(id).filter(|tb| stamp > tb.place) {
+                        (tb.parent, tb.name, tb.place) = (*parent, name.clone(), stamp);
+                        ch.tomb(id, Some(tb));
+                    }
                     return;
                 }
                 let Some((ino, n)) = self.node_of(id) else {
@@ -628,6 +711,10 @@ impl Tree {
             }
             Op::Link { id, parent, name } => {
                 let Some(ino) = self.ino_of(id) else {
+                    // Its last name here went by a remove made without
+                    // seeing this link: the link's name stays, as where
+                    // the remove came second.
+                    self.resurrect_moved(id, parent, name, None, t, ch, fx);
                     return;
                 };
                 if self.nodes.get(&ino).is_none_or(|n| n.kind == NodeKind::Dir) {
@@ -844,8 +931,7 @@ impl Tree {
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::Dir, tomb.perm, parent, tomb.born);
         n.mtime = tomb.size_mtime.1;
-        tomb.attrs.restore(&mut n);
-        self.insert_node(ino, n, ch);
+        self.revive(ino, n, &tomb, ch);
         // The tombstone stays: the remove waits for it to empty again.
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
@@ -864,35 +950,45 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) -> Option<u64> {
-        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        let tomb = self
+            .tombs
+            .get(id)
+            .filter(|tb| tb.kind() == NodeKind::File)?
+            .clone();
         let parent = self.live_dir(&tomb.parent, t, ch, fx).unwrap_or(ROOT);
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
         n.content = *replaces;
         (n.size, n.mtime) = tomb.size_mtime;
-        tomb.attrs.restore(&mut n);
-        self.insert_node(ino, n, ch);
+        self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);
         self.place(parent, &tomb.name, ino, t, ch, fx);
         Some(ino)
     }
 
-    /// Brings back file or empty directory `id` removed here, at the place
-    /// a concurrent move of it gave it.
+    /// Brings back node `id` (not a directory with children) removed here,
+    /// at the place a concurrent move made at `stamp` gave it, unless a
+    /// newer move had placed it (that move would have been skipped); or,
+    /// without a stamp, under the name a concurrent link gave it (a file
+    /// that has a name there never lost its last one).
     #[allow(clippy::too_many_arguments)]
     fn resurrect_moved(
         &mut self,
         id: &FileId,
         parent: &FileId,
         name: &[u8],
-        stamp: Stamp,
+        stamp: Option<Stamp>,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let Some(tomb) = self.tombs.get(id).cloned() else {
+        let tomb = self.tombs.get(id).filter(|tb| match stamp {
+            Some(s) => s > tb.place,
+            None => tb.kind() != NodeKind::Dir,
+        });
+        let Some(tomb) = tomb.cloned() else {
             return;
         };
         let Some(np) = self.live_dir(parent, t, ch, fx) else {
@@ -900,20 +996,45 @@ impl Tree {
         };
         let ino = self.next_ino;
         self.next_ino += 1;
-        let kind = if tomb.dir {
-            NodeKind::Dir
-        } else {
-            NodeKind::File
-        };
-        let mut n = self.new_node(*id, kind, tomb.perm, np, tomb.born);
-        n.content = tomb.content;
+        let mut n = self.new_node(*id, tomb.kind(), tomb.perm, np, tomb.born);
+        (n.content, n.vstamp) = (tomb.content, tomb.vstamp);
         (n.size, n.mtime) = tomb.size_mtime;
-        tomb.attrs.restore(&mut n);
-        n.stamps.place = stamp;
-        self.insert_node(ino, n, ch);
+        if let Some((_, target)) = &tomb.special {
+            n.target = target.clone();
+        }
+        n.stamps.place = stamp.unwrap_or(tomb.place);
+        self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);
         self.place(np, name, ino, t, ch, fx);
+        // Its untouched copies follow it there, as where it never went.
+        self.follow(ino, t, ch, fx);
+    }
+
+    /// Adds node `n` (inode `ino`), brought back from `tomb`, with the
+    /// mode and xattrs it had; a conflict copy follows its file again and
+    /// takes the changes of the file's mode and xattrs met while it was
+    /// gone (where it stayed, they reached it: see [`Tree::for_copies`]).
+    fn revive(&mut self, ino: u64, mut n: Node, tomb: &Tomb, ch: &mut Changes) {
+        tomb.attrs.restore(&mut n);
+        if let Some(o) = tomb.origin {
+            if let Some((perm, kept)) = self.attrs_of(&o) {
+                kept.merge_into(&mut n, perm);
+            }
+            n.stamps.set_origin(o);
+            self.copies.entry(o).or_default().push(ino);
+        }
+        self.insert_node(ino, n, ch);
+    }
+
+    /// The mode and xattrs (with their stamps) of file `id`, live or
+    /// removed here.
+    fn attrs_of(&self, id: &FileId) -> Option<(u32, KeptAttrs)> {
+        match (self.node_of(id), self.tombs.get(id)) {
+            (Some((_, o)), _) => Some((o.perm, KeptAttrs::of(o))),
+            (None, Some(tb)) => Some((tb.perm, tb.attrs.clone())),
+            (None, None) => None,
+        }
     }
 
     /// The conflict copy of file `ino` holding version `content` untouched
@@ -1091,7 +1212,11 @@ impl Tree {
         if let Some(c) = self.copy_of_version(id, replaces) {
             self.drop_copy(c, t, ch, fx);
         }
-        let tomb = self.tombs.get(id).filter(|tb| !tb.dir)?.clone();
+        let tomb = self
+            .tombs
+            .get(id)
+            .filter(|tb| tb.kind() == NodeKind::File)?
+            .clone();
         if v.stamp > tomb.vstamp {
             return self.resurrect(id, replaces, t, ch, fx);
         }
@@ -1110,6 +1235,21 @@ impl Tree {
             );
         }
         None
+    }
+}
+
+/// What every conflict name of `name` starts with (see [`conflict_name`]).
+fn conflict_prefix(name: &[u8]) -> Vec<u8> {
+    let mut out = stem_ext(name).0.to_vec();
+    out.extend_from_slice(b".conflict-");
+    out
+}
+
+/// `name` split before its extension (the last dot, not a leading one).
+fn stem_ext(name: &[u8]) -> (&[u8], &[u8]) {
+    match name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0) {
+        Some(i) => name.split_at(i),
+        None => (name, &b""[..]),
     }
 }
 
@@ -1215,7 +1355,13 @@ impl Tree {
             }
             let following = self.untouched_copy(ino);
             if let Some(n) = self.nodes.get_mut(&ino) {
-                n.vstamp = made.vstamp;
+                // A copy edited here since holds a version of its own: the
+                // announcer's edit, that follows, meets it as a concurrent
+                // version (the newer wins, as where the announcement came
+                // after it).
+                if n.content == made.content {
+                    n.vstamp = made.vstamp;
+                }
                 made.attrs.merge_into(n, mode);
             }
             self.persist(ino, ch);
@@ -1243,11 +1389,9 @@ impl Tree {
         let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);
         // Mode and xattrs as its file has them (or had them, with the
         // changes met since it went), then the copy's own.
-        let (perm, kept) = match (self.node_of(&made.origin), self.tombs.get(&made.origin)) {
-            (Some((_, o)), _) => (o.perm, KeptAttrs::of(o)),
-            (None, Some(tb)) => (tb.perm, tb.attrs.clone()),
-            (None, None) => (mode, KeptAttrs::default()),
-        };
+        let (perm, kept) = self
+            .attrs_of(&made.origin)
+            .unwrap_or((mode, KeptAttrs::default()));
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut c = self.new_node(*id, NodeKind::File, perm, p, made.born);
