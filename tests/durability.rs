@@ -16,12 +16,20 @@ fn fsynced_data_survives_kill_9() {
     let mut f = File::create(m.p("synced.bin")).unwrap();
     f.write_all(&data).unwrap();
     f.sync_all().unwrap();
+    // A large file is cut while written (its chunks go to the pack with
+    // direct writes): fsync covers those too.
+    let big = random_bytes(40 << 20, 2);
+    let mut f = File::create(m.p("streamed.bin")).unwrap();
+    f.write_all(&big).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
     fs::create_dir(m.p("dir")).unwrap();
     fs::write(m.p("dir/small"), b"small").unwrap();
     File::open(m.p("dir/small")).unwrap().sync_all().unwrap();
     m.kill_node();
     m.mount(&[]);
     assert_eq!(fs::read(m.p("synced.bin")).unwrap(), data);
+    assert!(fs::read(m.p("streamed.bin")).unwrap() == big);
     assert_eq!(fs::read(m.p("dir/small")).unwrap(), b"small");
     // The store is fully usable after the crash.
     fs::write(m.p("after"), b"after").unwrap();

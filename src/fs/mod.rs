@@ -124,7 +124,12 @@ impl ChunkIo for FileIo<'_> {
                 if !ahead.is_empty() {
                     f.prefetch(chan, &ahead);
                 }
+                let t0 = std::time::Instant::now();
                 f.fetch(chan, hash)?;
+                tracing::debug!(
+                    waited_us = t0.elapsed().as_micros() as u64,
+                    "read waited for a chunk"
+                );
                 self.store.read_chunk(hash, within, buf)
             }
             r => r,
