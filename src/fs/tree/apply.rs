@@ -599,8 +599,17 @@ impl Tree {
                     }
                     return;
                 }
+                let edited = n.kind == NodeKind::File && n.content != *seen;
                 let turns = self.takes_turns(ino);
                 let Some(nm) = self.name_in(p, ino, name) else {
+                    // Its names moved away meanwhile: they stay, but the
+                    // version the remover saw, if it lost a conflict here,
+                    // goes with its copy (as where the remove came first).
+                    if edited {
+                        if let Some(c) = self.conflict_copy_of(ino, seen) {
+                            self.drop_copy(c, t, ch, fx);
+                        }
+                    }
                     return;
                 };
                 self.unlink_name(p, &nm, t, ch, fx);
