@@ -821,7 +821,8 @@ impl Tree {
 
     /// Keeps a tombstone for node `ino`, named `name` in
     /// `parent` (a directory that still lives keeps one while a remove of
-    /// it waits for it to empty: see [`Tree::settle_pending`]).
+    /// it waits for it to empty: see [`Tree::settle_pending`]; a file that
+    /// still lives, one while it holds the version a remove took).
     fn keep_tomb(&mut self, ino: u64, parent: u64, name: &[u8], ch: &mut Changes) {
         let Some(n) = self.nodes.get(&ino) else {
             return;

@@ -599,8 +599,26 @@ impl Tree {
                     }
                     return;
                 }
+                let edited = n.kind == NodeKind::File && n.content != *seen;
                 let turns = self.takes_turns(ino);
                 let Some(nm) = self.name_in(p, ino, name) else {
+                    // Its names moved away meanwhile: they stay, but the
+                    // version the remover saw, if it lost a conflict here,
+                    // goes with its copy (as where the remove came first).
+                    if edited {
+                        if let Some(c) = self.conflict_copy_of(ino, seen) {
+                            self.drop_copy(c, t, ch, fx);
+                        }
+                    } else if self
+                        .nodes
+                        .get(&ino)
+                        .is_some_and(|n| n.kind == NodeKind::File)
+                    {
+                        // The version it holds is the one removed: kept in
+                        // a tomb beside the live file, so that a newer
+                        // concurrent edit replaces it without a copy.
+                        self.keep_tomb(ino, p, name, ch);
+                    }
                     return;
                 };
                 self.unlink_name(p, &nm, t, ch, fx);
@@ -815,6 +833,16 @@ impl Tree {
                 }
                 if n.content == *replaces {
                     self.set_version(ino, &remote, t, ch, fx);
+                } else if self.holds_removed_version(ino, &remote) {
+                    // A remove took the version it holds while a move kept
+                    // the file: a newer edit replaces that version without
+                    // a copy, as where the remove took the file first.
+                    if let Some(c) = self.conflict_copy_of(ino, replaces) {
+                        self.drop_copy(c, t, ch, fx);
+                    }
+                    self.set_version(ino, &remote, t, ch, fx);
+                    self.tombs.remove(id);
+                    ch.tomb(id, None);
                 } else {
                     self.content_conflict(ino, remote, replaces, t, ch, fx);
                 }
@@ -1004,8 +1032,12 @@ impl Tree {
         }
         n.stamps.place = stamp.unwrap_or(tomb.place);
         self.revive(ino, n, &tomb, ch);
-        self.tombs.remove(id);
-        ch.tomb(id, None);
+        if tomb.kind() != NodeKind::File {
+            // A file keeps it: the version it comes back with is the one
+            // removed (see `holds_removed_version`).
+            self.tombs.remove(id);
+            ch.tomb(id, None);
+        }
         self.place(np, name, ino, t, ch, fx);
         // Its untouched copies follow it there, as where it never went.
         self.follow(ino, t, ch, fx);
@@ -1025,6 +1057,20 @@ impl Tree {
             self.copies.entry(o).or_default().push(ino);
         }
         self.insert_node(ino, n, ch);
+    }
+
+    /// File `ino` holds the version a remove took (the remove found its
+    /// names moved away, or a move brought it back), and `v` is newer.
+    fn holds_removed_version(&self, ino: u64, v: &Version) -> bool {
+        let Some(n) = self.nodes.get(&ino) else {
+            return false;
+        };
+        self.tombs.get(&n.id).is_some_and(|tb| {
+            tb.kind() == NodeKind::File
+                && tb.vstamp == n.vstamp
+                && tb.content == n.content
+                && v.stamp > n.vstamp
+        })
     }
 
     /// The mode and xattrs (with their stamps) of file `id`, live or
