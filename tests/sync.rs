@@ -302,11 +302,11 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
     b.mount(&[]);
     std::fs::write(b.p("doc.txt"), b"edited on B").unwrap();
     a.mount(&[]);
-    let on_a = wait_for(15, "two versions on A", || {
+    let on_a = wait_for(30, "two versions on A", || {
         let l = listing(&a);
         (l.len() == 2).then_some(l)
     });
-    let on_b = wait_for(15, "two versions on B", || {
+    let on_b = wait_for(30, "two versions on B", || {
         let l = listing(&b);
         (l == on_a).then_some(l)
     });
