@@ -51,8 +51,6 @@ struct Content {
     /// A new file written front to back: its bytes are being cut as they
     /// come (see [`stream`]).
     stream: Option<Streamer>,
-    /// Writes `stream` did not see (not at its end): cut again at commit.
-    late: RangeSet,
     /// Bytes the stream gave back that could not be staged (the disk was
     /// full), and why: this version is never committed (each commit fails
     /// with that errno) nor read, until a truncate drops those bytes.
@@ -461,7 +459,6 @@ impl ChanFs {
             opens: u32::from(open),
             changed: false,
             stream: None,
-            late: RangeSet::new(),
             lost: None,
             last_write: None,
         }));
@@ -561,15 +558,14 @@ impl ChanFs {
         self.store
             .check_space(data.len() as u64)
             .map_err(|e| io_errno(&e))?;
-        let appended = self.append_to_stream(ino, c, off, data)?;
-        if !appended {
+        if !self.append_to_stream(ino, c, off, data)? {
             self.stage(ino, c, off, data)?;
         }
         c.dirty.insert(off, end);
         c.size = c.size.max(end);
         c.changed = true;
         c.last_write = Some(std::time::Instant::now());
-        self.feed(ino, c, off, end, appended)?;
+        self.feed(ino, c, end)?;
         self.written(ino, c.size);
         Ok(())
     }
@@ -591,12 +587,10 @@ impl ChanFs {
         let Some(s) = &mut c.stream else {
             return Ok(false);
         };
-        let end = off + data.len() as u64;
         match s.offer(off, data) {
             Offered::Taken => return Ok(true),
-            // Staged bytes over held ones would be overwritten by them.
-            Offered::Declined if !s.holds(off, end) => {}
-            Offered::Declined | Offered::Stopped => self.stop_stream(ino, c)?,
+            Offered::Declined => {}
+            Offered::OverHeld | Offered::Stopped => self.stop_stream(ino, c)?,
         }
         Ok(false)
     }
@@ -608,13 +602,13 @@ impl ChanFs {
         let Some(s) = c.stream.take() else {
             return Ok(());
         };
-        let late = std::mem::take(&mut c.late);
         let f = s.finish().map_err(|e| {
             tracing::error!("stream of inode {ino}: {e}");
             libc::EIO
         })?;
         let cut = f.made.len();
         let fed = cut + f.tail.len() as u64;
+        let late = f.late;
         tracing::debug!(ino, cut, late = late.total(), "streamed");
         let mut staged = Ok(());
         let mut p = cut;
@@ -702,16 +696,11 @@ impl ChanFs {
         Ok(buf)
     }
 
-    /// Keeps the file's stream going after a write of `[off, end)`
-    /// (`appended` when the stream took it): staged bytes that now follow
-    /// its end go to it, and a new file that has grown far enough front to
-    /// back starts one.
-    fn feed(&self, ino: u64, c: &mut Content, off: u64, end: u64, appended: bool) -> R<()> {
+    /// Keeps the file's stream going after a write ending at `end`:
+    /// staged bytes that now follow its end go to it, and a new file that
+    /// has grown far enough front to back starts one.
+    fn feed(&self, ino: u64, c: &mut Content, end: u64) -> R<()> {
         if c.stream.is_some() {
-            let fed = Self::fed(c);
-            if !appended && off < fed {
-                c.late.insert(off, end.min(fed));
-            }
             // Writes that came early (the kernel sends them from several
             // threads) follow once the gap before them is filled.
             if !self.feed_staged(c) {

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 
 use crate::store::chunker::{self, MAX_CHUNK};
 use crate::store::manifest::{Extent, Manifest};
+use crate::store::ranges::RangeSet;
 use crate::store::Store;
 
 /// Bytes queued before the writer waits for the worker.
@@ -47,6 +48,9 @@ pub struct Streamer {
     early: BTreeMap<u64, Vec<u8>>,
     /// Bytes in `early`.
     early_bytes: usize,
+    /// Writes before `end`, which it did not see (their bytes are staged
+    /// and cut again at commit).
+    late: RangeSet,
 }
 
 /// What a stream did with an offered write.
@@ -54,9 +58,12 @@ pub struct Streamer {
 pub enum Offered {
     /// It holds the bytes now.
     Taken,
-    /// Not for the stream (before its end, too far past it, or over bytes
-    /// it holds): the caller keeps them.
+    /// Not for the stream (before its end, which it notes as late, or too
+    /// far past it): the caller keeps them.
     Declined,
+    /// Over bytes it holds ahead of its end: the caller must finish the
+    /// stream first (or those older bytes would win).
+    OverHeld,
     /// The worker stopped (a chunk could not be stored): the caller
     /// finishes the stream and keeps these bytes.
     Stopped,
@@ -70,6 +77,8 @@ pub struct Finished {
     pub tail: Vec<u8>,
     /// Writes past the end it held, by offset.
     pub early: BTreeMap<u64, Vec<u8>>,
+    /// Writes before its end that it did not see.
+    pub late: RangeSet,
 }
 
 #[derive(Default)]
@@ -144,6 +153,7 @@ impl Streamer {
             end: 0,
             early: BTreeMap::new(),
             early_bytes: 0,
+            late: RangeSet::new(),
         })
     }
 
@@ -176,11 +186,14 @@ impl Streamer {
                 Offered::Stopped
             };
         }
-        if off < self.end
-            || off - self.end > EARLY_WINDOW
-            || self.early_bytes + data.len() > EARLY_MAX
-            || self.holds(off, end)
-        {
+        if self.holds(off, end) {
+            return Offered::OverHeld;
+        }
+        if off < self.end {
+            self.late.insert(off, end.min(self.end));
+            return Offered::Declined;
+        }
+        if off - self.end > EARLY_WINDOW || self.early_bytes + data.len() > EARLY_MAX {
             return Offered::Declined;
         }
         self.early.insert(off, data.to_vec());
@@ -241,6 +254,7 @@ impl Streamer {
             made: std::mem::take(&mut st.made),
             tail,
             early: std::mem::take(&mut self.early),
+            late: std::mem::take(&mut self.late),
         })
     }
 }

@@ -556,19 +556,7 @@ impl Store {
         }
         self.check_space(data.len() as u64)?;
         let loc = self.packs.append(hash, data)?;
-        {
-            let mut c = self
-                .chunks
-                .write()
-                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
-            if c.contains_key(hash) {
-                return Ok(());
-            }
-            c.insert(*hash, loc);
-        }
-        self.stored_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.submit(vec![Mut::Chunk(*hash, loc)])
+        self.index_stored([(*hash, data.len(), loc)])
     }
 
     /// Stores chunks, each unless an identical one is stored already, in
@@ -586,18 +574,26 @@ impl Store {
         let bytes: u64 = new.iter().map(|(_, d)| d.len() as u64).sum();
         self.check_space(bytes)?;
         let locs = self.packs.append_batch(&new)?;
-        let mut muts = Vec::with_capacity(new.len());
+        self.index_stored(new.iter().zip(locs).map(|((h, d), loc)| (*h, d.len(), loc)))
+    }
+
+    /// Indexes chunks just appended to a pack (hash, length, location) and
+    /// records them; one stored meanwhile by another writer keeps its place.
+    fn index_stored(
+        &self,
+        stored: impl IntoIterator<Item = (Hash, usize, pack::Loc)>,
+    ) -> Result<(), StoreError> {
+        let mut muts = Vec::new();
         {
             let mut c = self
                 .chunks
                 .write()
                 .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
-            for ((hash, data), loc) in new.iter().zip(locs) {
-                if !c.contains_key(hash) {
-                    c.insert(*hash, loc);
-                    self.stored_bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    muts.push(Mut::Chunk(*hash, loc));
+            for (hash, len, loc) in stored {
+                if let std::collections::hash_map::Entry::Vacant(v) = c.entry(hash) {
+                    v.insert(loc);
+                    self.stored_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    muts.push(Mut::Chunk(hash, loc));
                 }
             }
         }

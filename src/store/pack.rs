@@ -61,6 +61,15 @@ pub struct Packs {
     unsynced: Mutex<HashSet<u32>>,
 }
 
+/// The header written before a chunk's bytes.
+fn header(hash: &Hash, len: u32) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8..].copy_from_slice(hash);
+    h
+}
+
 fn pack_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("pack-{id:06}.dat"))
 }
@@ -160,9 +169,7 @@ impl Packs {
         let mut p = 0;
         for (hash, data) in chunks {
             let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
-            win[p..p + 4].copy_from_slice(MAGIC);
-            win[p + 4..p + 8].copy_from_slice(&len.to_le_bytes());
-            win[p + 8..p + HEADER_LEN as usize].copy_from_slice(hash);
+            win[p..p + HEADER_LEN as usize].copy_from_slice(&header(hash, len));
             p += HEADER_LEN as usize;
             win[p..p + data.len()].copy_from_slice(data);
             locs.push(Loc {
@@ -201,10 +208,7 @@ impl Packs {
     pub fn append(&self, hash: &Hash, data: &[u8]) -> io::Result<Loc> {
         let len = u32::try_from(data.len()).map_err(|_| io::Error::other("chunk too large"))?;
         let mut w = self.writer()?;
-        let mut head = Vec::with_capacity(HEADER_LEN as usize);
-        head.extend_from_slice(MAGIC);
-        head.extend_from_slice(&len.to_le_bytes());
-        head.extend_from_slice(hash);
+        let head = header(hash, len);
         let at = w.len;
         let written = w
             .file
