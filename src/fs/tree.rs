@@ -411,25 +411,24 @@ impl Tomb {
         if let Ok(((size, mtime, dir), rest)) = postcard::take_from_bytes::<(u64, i64, bool)>(rest)
         {
             (t.size_mtime, t.dir) = ((size, mtime), dir);
-            if let Ok((a, rest)) = postcard::take_from_bytes::<KeptAttrs>(rest) {
-                t.attrs = a;
-                if let Ok((v, rest)) = postcard::take_from_bytes::<Stamp>(rest) {
-                    t.vstamp = v;
-                    if let Ok((o, rest)) = postcard::take_from_bytes::<Option<FileId>>(rest) {
-                        t.origin = o;
-                        if let Ok((k, rest)) = postcard::take_from_bytes(rest) {
-                            t.special = k;
-                            if let Ok(p) = postcard::from_bytes(rest) {
-                                t.place = p;
-                            }
-                        }
-                    }
-                }
-            }
+            // Older tombs end before some of the fields that follow.
+            let _ = t.decode_later_fields(rest);
         } else if let Ok(x) = postcard::from_bytes(rest) {
             t.size_mtime = x;
         }
         Some(t)
+    }
+
+    /// Reads the fields stored after the size, time and kind, in order,
+    /// as far as `rest` holds them.
+    fn decode_later_fields(&mut self, rest: &[u8]) -> postcard::Result<()> {
+        let (r1, r2, r3, r4);
+        (self.attrs, r1) = postcard::take_from_bytes(rest)?;
+        (self.vstamp, r2) = postcard::take_from_bytes(r1)?;
+        (self.origin, r3) = postcard::take_from_bytes(r2)?;
+        (self.special, r4) = postcard::take_from_bytes(r3)?;
+        self.place = postcard::from_bytes(r4)?;
+        Ok(())
     }
 }
 
@@ -1258,7 +1257,9 @@ impl Tree {
         self.persist(ino, ch);
         if let Some(m) = a.mode {
             self.with_deferred(|tree, fx| {
-                tree.for_copies(ino, t, ch, fx, |c| c.take_mode(m & 0o7777, stamp))
+                tree.for_copies(tree.copies_of(ino), t, ch, fx, |c| {
+                    c.take_mode(m & 0o7777, stamp)
+                })
             });
         }
         ch.op(
@@ -1297,7 +1298,7 @@ impl Tree {
         let id = n.id;
         self.persist(ino, ch);
         self.with_deferred(|tree, fx| {
-            tree.for_copies(ino, t, ch, fx, |c| {
+            tree.for_copies(tree.copies_of(ino), t, ch, fx, |c| {
                 c.take_xattr(name, value.as_deref(), stamp)
             })
         });

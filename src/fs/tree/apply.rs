@@ -231,14 +231,19 @@ impl Tree {
         if !taken(&base) {
             return base;
         }
+        self.free_suffixed(parent, &base)
+    }
+
+    /// The first of `base~2`, `base~3`, … free in `parent`.
+    fn free_suffixed(&self, parent: u64, base: &[u8]) -> Vec<u8> {
         (2u32..)
-            .map(|i| {
-                let mut n = base.clone();
-                n.extend_from_slice(format!("~{i}").as_bytes());
-                n
+            .map(|i| suffixed(base, i))
+            .find(|n| {
+                self.nodes
+                    .get(&parent)
+                    .is_none_or(|p| !p.entries.contains_key(n))
             })
-            .find(|n| !taken(n))
-            .unwrap_or(base)
+            .unwrap_or_else(|| base.to_vec())
     }
 
     /// Gives `ino` the name `name` in `parent`; when another node holds the
@@ -762,7 +767,9 @@ impl Tree {
                         }
                     }
                     if let Some(m) = attr.mode {
-                        self.for_copies_of_gone(id, t, ch, fx, |c| c.take_mode(m & 0o7777, stamp));
+                        self.for_copies(self.copies_of_id(id), t, ch, fx, |c| {
+                            c.take_mode(m & 0o7777, stamp)
+                        });
                     }
                     return;
                 }
@@ -792,7 +799,7 @@ impl Tree {
                     self.renew(ino, fx);
                 }
                 if let Some(m) = mode {
-                    self.for_copies(ino, t, ch, fx, |c| c.take_mode(m, stamp));
+                    self.for_copies(self.copies_of(ino), t, ch, fx, |c| c.take_mode(m, stamp));
                 }
             }
             Op::Content {
@@ -857,7 +864,9 @@ impl Tree {
                             ch.tomb(id, Some(tb));
                         }
                     }
-                    self.for_copies_of_gone(id, t, ch, fx, |c| c.take_xattr(name, value, stamp));
+                    self.for_copies(self.copies_of_id(id), t, ch, fx, |c| {
+                        c.take_xattr(name, value, stamp)
+                    });
                     return;
                 }
                 let Some((ino, n)) = self.node_mut_of(id) else {
@@ -869,7 +878,9 @@ impl Tree {
                 n.ctime = t;
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
-                self.for_copies(ino, t, ch, fx, |c| c.take_xattr(name, value, stamp));
+                self.for_copies(self.copies_of(ino), t, ch, fx, |c| {
+                    c.take_xattr(name, value, stamp)
+                });
             }
             Op::CopyMade {
                 id,
@@ -1299,6 +1310,13 @@ fn stem_ext(name: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// `name` with the suffix `~i`.
+fn suffixed(name: &[u8], i: u32) -> Vec<u8> {
+    let mut n = name.to_vec();
+    n.extend_from_slice(format!("~{i}").as_bytes());
+    n
+}
+
 /// `name` without a `~N` suffix.
 fn unsuffixed(name: &[u8]) -> &[u8] {
     match name.iter().rposition(|&b| b == b'~') {
@@ -1477,18 +1495,7 @@ impl Tree {
         };
         self.unlink_name(parent, name, t, ch, fx);
         self.link_name(parent, name, ino, t, ch, fx);
-        let aside = (2u32..)
-            .map(|i| {
-                let mut n = unsuffixed(name).to_vec();
-                n.extend_from_slice(format!("~{i}").as_bytes());
-                n
-            })
-            .find(|n| {
-                self.nodes
-                    .get(&parent)
-                    .is_some_and(|p| !p.entries.contains_key(n))
-            })
-            .unwrap_or_default();
+        let aside = self.free_suffixed(parent, unsuffixed(name));
         self.link_name(parent, &aside, h, t, ch, fx);
         fx.inodes.push(h);
         self.arrange(parent, &aside, t, ch, fx);
@@ -1555,10 +1562,11 @@ impl Tree {
         let mut k = 1u32;
         for _ in &members {
             loop {
-                let mut n = base.to_vec();
-                if k > 1 {
-                    n.extend_from_slice(format!("~{k}").as_bytes());
-                }
+                let n = if k > 1 {
+                    suffixed(base, k)
+                } else {
+                    base.to_vec()
+                };
                 k += 1;
                 if !held_by_other(self, &n) {
                     targets.push(n);
@@ -1654,7 +1662,7 @@ impl Tree {
     }
 
     /// The conflict copies made of `ino` (still there and still its).
-    fn copies_of(&self, ino: u64) -> Vec<u64> {
+    pub(super) fn copies_of(&self, ino: u64) -> Vec<u64> {
         let Some(n) = self.nodes.get(&ino) else {
             return Vec::new();
         };
@@ -1679,36 +1687,11 @@ impl Tree {
     }
 
     /// Applies `take` (a last-writer-wins change of mode or an xattr) to
-    /// the conflict copies of `ino`, and to theirs where it took.
-    pub(super) fn for_copies(
-        &mut self,
-        ino: u64,
-        t: i64,
-        ch: &mut Changes,
-        fx: &mut Effects,
-        take: impl FnMut(&mut Node) -> bool,
-    ) {
-        let todo = self.copies_of(ino);
-        self.for_each_copy(todo, t, ch, fx, take);
-    }
-
-    /// The same for the copies of file `id`, gone here (its copies outlive
+    /// conflict copies `todo` (those of a file: [`Tree::copies_of`], or
+    /// [`Tree::copies_of_id`] for a file gone here, whose copies outlive
     /// it and keep following its mode and xattrs, as where they were made
-    /// after the change).
-    fn for_copies_of_gone(
-        &mut self,
-        id: &FileId,
-        t: i64,
-        ch: &mut Changes,
-        fx: &mut Effects,
-        take: impl FnMut(&mut Node) -> bool,
-    ) {
-        let todo = self.copies_of_id(id);
-        self.for_each_copy(todo, t, ch, fx, take);
-    }
-
-    /// Applies `take` to copies `todo`, and to theirs where it took.
-    fn for_each_copy(
+    /// after the change), and to theirs where it took.
+    pub(super) fn for_copies(
         &mut self,
         mut todo: Vec<u64>,
         t: i64,
