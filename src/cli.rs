@@ -70,6 +70,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Free the space of removed and overwritten files now (the node also
+    /// does it every `gc_interval` seconds).
+    Gc,
     /// Print shell completions for SHELL to standard output.
     Completions {
         /// bash, zsh, fish, elvish or powershell.

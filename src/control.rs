@@ -27,6 +27,8 @@ pub enum Request {
     },
     /// Node status.
     Status,
+    /// Collect garbage now.
+    Gc,
     /// Create a channel.
     ChannelCreate {
         /// Name.

@@ -22,6 +22,10 @@ pub struct Config {
     /// fails with `EIO` (default 10).
     #[serde(default)]
     pub fetch_timeout: Option<f64>,
+    /// Seconds between garbage collections while anything changes
+    /// (default 60; 0 turns them off, leaving `chanfs gc`).
+    #[serde(default)]
+    pub gc_interval: Option<f64>,
 }
 
 /// Paths inside one home.

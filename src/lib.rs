@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod control;
 pub mod fs;
+pub mod gc;
 pub mod home;
 pub mod identity;
 pub mod journal;

@@ -127,6 +127,14 @@ fn run(cli: Cli, home: &Home) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Gc => {
+            need_init(home)?;
+            let Reply::Text(t) = ask(home, &Request::Gc)? else {
+                bail!("unexpected reply")
+            };
+            println!("{t}");
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "chanfs", &mut std::io::stdout());
             Ok(())
@@ -173,6 +181,7 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
         listen: listen.clone(),
         bootstrap: Vec::new(),
         fetch_timeout: None,
+        gc_interval: None,
         advertise: Vec::new(),
     };
     std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;

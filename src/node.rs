@@ -53,6 +53,8 @@ pub struct Node {
     stopping: Mutex<bool>,
     clients: std::sync::atomic::AtomicUsize,
     listen_actual: Mutex<String>,
+    /// The garbage collector (one run at a time).
+    gc: Mutex<crate::gc::Collector>,
 }
 
 impl crate::net::Host for Node {
@@ -474,6 +476,7 @@ impl Node {
             } => self.mount(&channel, &dir, allow_other).map(|()| Reply::Ok),
             Request::Unmount { dir } => self.unmount(&dir).map(|()| Reply::Ok),
             Request::Status => Ok(Reply::Status(self.status())),
+            Request::Gc => self.collect().map(|r| Reply::Text(r.to_string())),
             Request::ChannelCreate { name } => self
                 .store
                 .create_channel(&name)
@@ -504,6 +507,24 @@ impl Node {
         out.push(b'\n');
         (&s).write_all(&out)?;
         Ok(())
+    }
+
+    /// One garbage collection over every channel of the store.
+    fn collect(&self) -> Result<crate::gc::Report, String> {
+        let mut gc = lock(&self.gc);
+        let mut chans = Vec::new();
+        for rec in self.store.channels().map_err(|e| e.to_string())? {
+            let fs = self.channel_fs(rec.local).map_err(|e| e.to_string())?;
+            chans.push(crate::gc::Channel { rec, fs });
+        }
+        let net = self.net.get();
+        let confirmed = |local: u32, peer: &[u8; 32]| net.and_then(|n| n.confirmed(local, peer));
+        let report = gc
+            .run(&self.store, &self.ident.id.0, &chans, confirmed)
+            .map_err(|e| format!("garbage collection: {e}"))?
+            .ok_or("garbage collection put off: files stayed busy; try again")?;
+        tracing::info!("garbage collection: {report}");
+        Ok(report)
     }
 
     fn unmount_all(&self) {
@@ -561,6 +582,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
         stopping: Mutex::new(false),
         clients: std::sync::atomic::AtomicUsize::new(0),
         listen_actual: Mutex::new(cfg.listen.clone()),
+        gc: Mutex::new(crate::gc::Collector::default()),
     });
     let fetch_timeout = Duration::from_secs_f64(cfg.fetch_timeout.unwrap_or(10.0).max(0.1));
     match Net::start(
@@ -627,6 +649,29 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
                         });
                     if spawned.is_err() {
                         node.clients.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            })?;
+    }
+    let every = cfg.gc_interval.unwrap_or(60.0);
+    if every > 0.0 {
+        let node = Arc::downgrade(&node);
+        let mut commits = store.subscribe();
+        std::thread::Builder::new()
+            .name("chanfs-gc".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs_f64(every));
+                let Some(node) = node.upgrade() else {
+                    return;
+                };
+                if *lock(&node.stopping) {
+                    return;
+                }
+                // Only when something was committed since the last run.
+                if commits.has_changed().unwrap_or(false) {
+                    commits.mark_unchanged();
+                    if let Err(e) = node.collect() {
+                        tracing::warn!("{e}");
                     }
                 }
             })?;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{random_bytes, wait_for, Mounted};
+use common::{chanfs_ok, random_bytes, wait_for, Mounted};
 use proxy::UdpProxy;
 
 /// Seconds allowed for two nodes to converge (slow, busy machines).
@@ -683,4 +683,48 @@ fn killed_node_restarts_catches_up_and_loses_nothing_fsynced() {
         expected.keys().filter(|k| k.starts_with("stream/")).count()
     );
     p.check_routed();
+}
+
+fn stored(m: &Mounted) -> u64 {
+    m.status()["stored_bytes"].as_u64().unwrap()
+}
+
+/// The garbage collector keeps a removed file's bytes while the other
+/// member may still bring the file back: B, cut off, moves a file it never
+/// read while A removes it, and A's `chanfs gc` keeps the bytes. When the
+/// partition heals, the move wins and B reads the bytes from A. Once A
+/// removes the file again and B has seen that, A's collection frees them.
+#[test]
+fn a_removed_file_keeps_its_bytes_until_the_other_member_saw_the_remove() {
+    let p = Pair::start(4);
+    let (a, b) = (&p.a, &p.b);
+    let data = random_bytes(4 << 20, 41);
+    let mut expected = Tree::new();
+    mkdir(a, &mut expected, "d");
+    std::fs::write(a.p("f.bin"), &data).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin listed on B", || {
+        let len = std::fs::metadata(b.p("f.bin")).ok()?.len();
+        (len == data.len() as u64 && b.p("d").is_dir()).then_some(())
+    });
+    p.faults(|x| x.set_partitioned(true));
+    std::fs::rename(b.p("f.bin"), b.p("d/f.bin")).unwrap();
+    std::fs::remove_file(a.p("f.bin")).unwrap();
+    // Past the few seconds of grace of chunks just stored.
+    std::thread::sleep(Duration::from_secs(11));
+    let out = chanfs_ok(&a.home, &["gc"]);
+    assert!(out.contains("kept 1 removed file"), "A's gc: {out}");
+    assert!(stored(a) >= 4 << 20, "A stores {}", stored(a));
+
+    p.faults(|x| x.set_partitioned(false));
+    put(&mut expected, "d/f.bin", &data);
+    converge_to(a, b, "after the partition healed", &expected);
+
+    std::fs::remove_file(a.p("d/f.bin")).unwrap();
+    wait_for(CONVERGE_SECS, "d/f.bin gone on B", || {
+        (!b.p("d/f.bin").exists()).then_some(())
+    });
+    wait_for(CONVERGE_SECS, "A's gc to free the removed file", || {
+        let out = chanfs_ok(&a.home, &["gc"]);
+        (stored(a) < 1 << 20).then_some(out)
+    });
 }

@@ -22,6 +22,9 @@ _chanfs() {
             chanfs,completions)
                 cmd="chanfs__subcmd__completions"
                 ;;
+            chanfs,gc)
+                cmd="chanfs__subcmd__gc"
+                ;;
             chanfs,help)
                 cmd="chanfs__subcmd__help"
                 ;;
@@ -100,6 +103,9 @@ _chanfs() {
             chanfs__subcmd__help,completions)
                 cmd="chanfs__subcmd__help__subcmd__completions"
                 ;;
+            chanfs__subcmd__help,gc)
+                cmd="chanfs__subcmd__help__subcmd__gc"
+                ;;
             chanfs__subcmd__help,help)
                 cmd="chanfs__subcmd__help__subcmd__help"
                 ;;
@@ -152,7 +158,7 @@ _chanfs() {
 
     case "${cmd}" in
         chanfs)
-            opts="-h -V --home --help --version init id channel mount serve unmount status completions node help"
+            opts="-h -V --home --help --version init id channel mount serve unmount status gc completions node help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,8 +475,26 @@ _chanfs() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        chanfs__subcmd__gc)
+            opts="-h --home --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         chanfs__subcmd__help)
-            opts="init id channel mount serve unmount status completions node help"
+            opts="init id channel mount serve unmount status gc completions node help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -596,6 +620,20 @@ _chanfs() {
             return 0
             ;;
         chanfs__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        chanfs__subcmd__help__subcmd__gc)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

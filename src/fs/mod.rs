@@ -32,7 +32,7 @@ use crate::store::ranges::RangeSet;
 use crate::store::{Hash, Mut, Store, StoreError};
 use staging::Staging;
 use stream::{Offered, Streamer};
-use tree::{Node, Tree, R};
+use tree::{Node, Tree, TreeRefs, R};
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
@@ -291,6 +291,51 @@ impl ChanFs {
         t.journal(&mut ch, self.hlc.now(), op);
         drop(t);
         self.submit(ch.into_muts())
+    }
+
+    /// What this channel refers to in the chunk store, for the garbage
+    /// collector: the tree's versions and tombstones, and the chunks of
+    /// open files' versions being written (bases, cut streams). Taken with
+    /// every open file and the tree held at once, so that nothing moving
+    /// from a file being written to the tree is missed. `None` when files
+    /// stayed busy for `patience`.
+    pub fn references(&self, patience: Duration) -> Option<(TreeRefs, Vec<Hash>)> {
+        let start = std::time::Instant::now();
+        loop {
+            let map = lock(&self.contents);
+            let mut held = Vec::with_capacity(map.len());
+            let mut busy = false;
+            for c in map.values() {
+                match c.try_lock() {
+                    Ok(g) => held.push(g),
+                    Err(std::sync::TryLockError::Poisoned(p)) => held.push(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        busy = true;
+                        break;
+                    }
+                }
+            }
+            if busy {
+                // A file is being worked on (its lock may be held while it
+                // waits for the map): let go and try again.
+                drop(held);
+                drop(map);
+                if start.elapsed() > patience {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            let refs = lock(&self.tree).refs();
+            let mut chunks = Vec::new();
+            for g in &held {
+                chunks.extend(g.base.chunk_hashes().copied());
+                if let Some(s) = &g.stream {
+                    chunks.extend(s.chunk_refs());
+                }
+            }
+            return Some((refs, chunks));
+        }
     }
 
     /// Sets the kernel notifier of the mount (`None` when unmounted).

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use crate::store::chunker::{self, MAX_CHUNK};
 use crate::store::manifest::{Extent, Manifest};
 use crate::store::ranges::RangeSet;
-use crate::store::Store;
+use crate::store::{Hash, Store};
 
 /// Bytes queued before the writer waits for the worker.
 const MAX_QUEUE: usize = 16 << 20;
@@ -102,6 +102,8 @@ struct State {
     made: Manifest,
     /// Bytes the worker took but did not store, published when it stops.
     held: Vec<u8>,
+    /// Chunks of the cut prefix so far, for the garbage collector.
+    refs: Vec<Hash>,
 }
 
 impl Default for State {
@@ -114,6 +116,7 @@ impl Default for State {
             stopped: false,
             made: Manifest::default(),
             held: Vec::new(),
+            refs: Vec::new(),
         }
     }
 }
@@ -155,6 +158,12 @@ impl Streamer {
             early_bytes: 0,
             late: RangeSet::new(),
         })
+    }
+
+    /// The chunks the stream stored so far (the garbage collector keeps
+    /// them).
+    pub fn chunk_refs(&self) -> Vec<Hash> {
+        lock(&self.shared.state).refs.clone()
     }
 
     /// End of the bytes the stream holds (pushed, not counting early ones).
@@ -355,9 +364,11 @@ fn take_back(
     let (step, (extents, failed)) = stored
         .recv()
         .map_err(|_| io::Error::other("the storing thread stopped"))?;
+    let hashes: Vec<Hash> = extents.iter().filter_map(|x| x.hash).collect();
     for x in extents {
         made.push(x);
     }
+    lock(&sh.state).refs.extend(hashes);
     let r = match failed {
         Some((i, e)) => {
             let from = step.chunks.get(i).map_or(step.consumed(), |c| c.0);

@@ -14,9 +14,11 @@ use crate::store::manifest::Manifest;
 use crate::store::{Hash, Mut, Store, StoreError};
 
 mod apply;
+mod refs;
 #[cfg(test)]
 mod sim;
 pub use apply::{Effects, Version};
+pub use refs::TreeRefs;
 
 /// Root inode number.
 pub const ROOT: u64 = 1;

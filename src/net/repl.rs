@@ -184,6 +184,11 @@ struct Inner {
     /// Keyed by (peer, channel): the token of the stream that owns the
     /// entry (a newer stream supersedes an older one) and the vector.
     sent: Mutex<HashMap<([u8; 32], u32), Owned>>,
+    /// The newest version vector each peer sent of each channel, by
+    /// (peer, channel), taken only when every entry of its own it counts
+    /// had reached us: everything that peer did before it held those
+    /// entries is here (see [`Net::confirmed`]).
+    confirmed: Mutex<HashMap<([u8; 32], u32), Vv>>,
     tokens: AtomicU64,
     /// Payload bytes (entries, manifests, chunks) in and out per channel.
     chan_bytes: Mutex<HashMap<u32, (u64, u64)>>,
@@ -406,6 +411,7 @@ impl Net {
             boot_dialing: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(1),
             chan_bytes: Mutex::new(HashMap::new()),
             applying: Mutex::new(HashMap::new()),
@@ -494,6 +500,15 @@ impl Net {
     /// Chunks being fetched now.
     pub fn fetching(&self) -> usize {
         lock(&self.inner.inflight).len()
+    }
+
+    /// The newest version vector `peer` sent of channel `local` at a time
+    /// when we held every entry of its own that it counted. Once it covers
+    /// an entry, no change that `peer` made without having seen that entry
+    /// can still arrive (the garbage collector's test for tombstones).
+    /// Kept in memory only: after a restart, peers confirm again.
+    pub fn confirmed(&self, local: u32, peer: &[u8; 32]) -> Option<Vv> {
+        lock(&self.inner.confirmed).get(&(*peer, local)).cloned()
     }
 
     /// Entries of channel `local` received and not applied yet.
@@ -1122,9 +1137,13 @@ impl Inner {
             match msg {
                 ChanMsg::Hello { .. } => {}
                 ChanMsg::Vv { vv } => {
+                    let vv = from_wire(vv);
+                    let own = vv.get(&peer).copied().unwrap_or(0);
+                    if self.store.seq_of(local, &peer) >= own {
+                        lock(&self.confirmed).insert((peer, local), vv.clone());
+                    }
                     // The peer lacks entries we thought it had (rejected or
                     // lost): resend from what it has, once it says so twice.
-                    let vv = from_wire(vv);
                     let mut sent = lock(&self.sent);
                     if let Some((_, s)) = sent.get_mut(&(peer, local)).filter(|(t, _)| *t == token)
                     {

@@ -6,6 +6,7 @@
 //! caller asks with [`Store::sync`] (`fsync`, unmount).
 
 pub mod chunker;
+pub mod gc;
 pub mod manifest;
 pub mod pack;
 pub mod ranges;
@@ -174,6 +175,8 @@ pub enum Mut {
     Remote(u32, [u8; 32], u64, SignedEntry),
     /// Put (`Some`) or delete the tombstone of a removed file.
     Tomb(u32, [u8; 16], Option<Vec<u8>>),
+    /// Drop a chunk from the index (garbage collected).
+    Unchunk(Hash),
 }
 
 enum Msg {
@@ -228,6 +231,9 @@ pub struct Store {
     /// When free space was last asked for, and how much of it (above the
     /// reserve) is not granted yet.
     space: Mutex<Option<(std::time::Instant, u64)>>,
+    /// Chunks stored or found stored in the last few seconds: the garbage
+    /// collector never takes them (see [`gc`]).
+    young: Mutex<gc::Young>,
 }
 
 /// How long a free-space figure is trusted (see [`Store::check_space`]).
@@ -296,6 +302,7 @@ impl Store {
                 }
             }
         }
+        gc::remove_unreferenced_packs(&packs, &chunks)?;
         let counters = Arc::new(Counters::default());
         counters.journal.store(journal_len, Ordering::Relaxed);
         let seqs = vv
@@ -344,6 +351,7 @@ impl Store {
             public_key: key_pub,
             staging,
             space: Mutex::new(None),
+            young: Mutex::new(gc::Young::default()),
         })
     }
 
@@ -551,7 +559,7 @@ impl Store {
 
     /// Stores a chunk unless an identical one is stored already.
     pub fn put_chunk(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        if self.has_chunk(hash) {
+        if self.holds(hash) {
             return Ok(());
         }
         self.check_space(data.len() as u64)?;
@@ -565,7 +573,7 @@ impl Store {
         let mut seen = std::collections::HashSet::new();
         let new: Vec<(Hash, &[u8])> = chunks
             .iter()
-            .filter(|(h, _)| !self.has_chunk(h) && seen.insert(*h))
+            .filter(|(h, _)| !self.holds(h) && seen.insert(*h))
             .copied()
             .collect();
         if new.is_empty() {
@@ -589,7 +597,9 @@ impl Store {
                 .chunks
                 .write()
                 .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            let mut young = self.young.lock().unwrap_or_else(|p| p.into_inner());
             for (hash, len, loc) in stored {
+                young.note(hash);
                 if let std::collections::hash_map::Entry::Vacant(v) = c.entry(hash) {
                     v.insert(loc);
                     self.stored_bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -608,23 +618,52 @@ impl Store {
             .unwrap_or(false)
     }
 
-    /// Reads bytes of a stored chunk.
-    pub fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let loc = self
-            .chunks
+    /// True when the chunk is stored locally, which a writer about to
+    /// refer to it without storing it asks: the collector keeps it.
+    fn holds(&self, hash: &Hash) -> bool {
+        let Ok(c) = self.chunks.read() else {
+            return false;
+        };
+        let held = c.contains_key(hash);
+        if held {
+            self.young
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(*hash);
+        }
+        held
+    }
+
+    fn loc_of(&self, hash: &Hash) -> std::io::Result<Loc> {
+        self.chunks
             .read()
             .map_err(|_| std::io::Error::other("lock poisoned"))?
             .get(hash)
             .copied()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "chunk not stored"))?;
-        self.packs.read(&loc, within, buf)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "chunk not stored"))
+    }
+
+    /// Reads bytes of a stored chunk.
+    pub fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let loc = self.loc_of(hash)?;
+        match self.packs.read(&loc, within, buf) {
+            // Compaction moved it meanwhile and removed its old pack.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let now = self.loc_of(hash)?;
+                if now == loc {
+                    return Err(e);
+                }
+                self.packs.read(&now, within, buf)
+            }
+            r => r,
+        }
     }
 
     /// The whole bytes of a stored chunk.
     pub fn chunk_bytes(&self, hash: &Hash) -> Option<Vec<u8>> {
-        let loc = self.chunks.read().ok()?.get(hash).copied()?;
-        let mut buf = vec![0u8; loc.len as usize];
-        self.packs.read(&loc, 0, &mut buf).ok()?;
+        let len = self.loc_of(hash).ok()?.len;
+        let mut buf = vec![0u8; len as usize];
+        self.read_chunk(hash, 0, &mut buf).ok()?;
         Some(buf)
     }
 
@@ -904,6 +943,9 @@ impl Committer {
                     }
                     Mut::Chunk(h, loc) => {
                         chunks.insert(&h[..], postcard::to_allocvec(&loc)?.as_slice())?;
+                    }
+                    Mut::Unchunk(h) => {
+                        chunks.remove(&h[..])?;
                     }
                     Mut::Journal(_, 0, _) => {}
                     Mut::Journal(c, hlc, op) => {

@@ -16,7 +16,7 @@ use super::Hash;
 /// A pack is closed and a new one started past this size.
 const PACK_LIMIT: u64 = 1 << 30;
 /// Per-chunk header: magic, length, blake3 hash.
-const HEADER_LEN: u64 = 4 + 4 + 32;
+pub(super) const HEADER_LEN: u64 = 4 + 4 + 32;
 const MAGIC: &[u8; 4] = b"CHK1";
 
 /// Where a chunk's bytes are: pack number, offset of the bytes, length.
@@ -239,7 +239,8 @@ impl Packs {
         {
             return Ok(f.clone());
         }
-        let f = Arc::new(open_pack(&self.dir, id)?);
+        // Not created: a pack removed by compaction stays gone.
+        let f = Arc::new(File::open(pack_path(&self.dir, id))?);
         self.readers
             .write()
             .map_err(|_| io::Error::other("pack lock poisoned"))?
@@ -268,16 +269,72 @@ impl Packs {
         Ok(())
     }
 
+    /// The pack appends go to.
+    pub fn writer_id(&self) -> io::Result<u32> {
+        Ok(self
+            .writer
+            .lock()
+            .map_err(|_| io::Error::other("pack lock poisoned"))?
+            .id)
+    }
+
+    /// Closes the pack appends go to (unless it is empty) and starts the
+    /// next, so that the closed one can be compacted.
+    pub fn roll(&self) -> io::Result<()> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| io::Error::other("pack lock poisoned"))?;
+        if w.len > 0 {
+            w.len = PACK_LIMIT;
+        }
+        drop(w);
+        self.writer().map(drop)
+    }
+
+    /// Every pack file: (number, size in bytes).
+    pub fn list(&self) -> io::Result<Vec<(u32, u64)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if let Some(n) = name
+                .to_string_lossy()
+                .strip_prefix("pack-")
+                .and_then(|s| s.strip_suffix(".dat"))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                out.push((n, entry.metadata()?.len()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Deletes pack `id` (never the one appends go to). Reads already
+    /// holding it finish; later ones fail with `NotFound`.
+    pub fn remove(&self, id: u32) -> io::Result<()> {
+        if self.writer_id()? == id {
+            return Err(io::Error::other("the pack being appended to"));
+        }
+        self.readers
+            .write()
+            .map_err(|_| io::Error::other("pack lock poisoned"))?
+            .remove(&id);
+        if let Ok(mut u) = self.unsynced.lock() {
+            u.remove(&id);
+        }
+        match std::fs::remove_file(pack_path(&self.dir, id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Total bytes in all pack files.
     pub fn disk_bytes(&self) -> u64 {
-        let Ok(readers) = self.readers.read() else {
-            return 0;
-        };
-        readers
-            .values()
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        self.list()
+            .map(|l| l.iter().map(|(_, len)| len).sum())
+            .unwrap_or(0)
     }
 }
 

@@ -1,0 +1,354 @@
+//! Garbage collection of chunks: the store's side. The caller (the node's
+//! collector, `crate::gc`) says which chunks are live; the store drops the
+//! others from its index ([`Store::sweep`]) and rewrites the packs that
+//! became mostly garbage ([`Store::compact`]), so that the disk space of
+//! removed and overwritten files comes back.
+//!
+//! Races with writers: a chunk stored, or found already stored by a writer
+//! about to refer to it, from [`GRACE`] before a collection started on is
+//! never taken by it, whatever the live set says ([`Young`]). So the
+//! caller only needs to find a chunk live once something (a tree, an open
+//! file, a stream) refers to it, which follows its storing within
+//! milliseconds.
+//!
+//! Crashes: a pack is removed only after the index naming the new places
+//! of its chunks is durable; packs that no index entry names (a crash
+//! between the two) are removed when the store opens.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::pack::{Loc, Packs, HEADER_LEN};
+use super::{Hash, Mut, Store, StoreError};
+
+/// A pack is rewritten once this share of it (in quarters) is garbage…
+const DEAD_QUARTERS: u64 = 1;
+/// …and at least this many bytes.
+const DEAD_MIN: u64 = 1 << 20;
+/// Bytes copied per batch while compacting.
+const COPY_BATCH: usize = 4 << 20;
+
+/// What one collection freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Chunks dropped from the index.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Packs rewritten and removed.
+    pub packs: u64,
+    /// Chunks moved to a newer pack.
+    pub moved: u64,
+    /// Pack bytes on disk before and after.
+    pub disk_before: u64,
+    /// See `disk_before`.
+    pub disk_after: u64,
+}
+
+/// How long a chunk just stored or found stored is safe from the
+/// collector (at least; up to twice as long).
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// The chunks stored or found stored lately, in two generations of
+/// [`GRACE`] each (so memory stays bounded without a collector running).
+/// While a collection runs, nothing leaves it.
+#[derive(Debug)]
+pub struct Young {
+    since: Instant,
+    cur: HashSet<Hash>,
+    prev: HashSet<Hash>,
+    held: bool,
+}
+
+impl Default for Young {
+    fn default() -> Young {
+        Young {
+            since: Instant::now(),
+            cur: HashSet::new(),
+            prev: HashSet::new(),
+            held: false,
+        }
+    }
+}
+
+/// A collection under way (see [`Store::gc_start`]); ends when dropped.
+pub struct Run<'a>(&'a Store);
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.0.young.lock().unwrap_or_else(|p| p.into_inner()).held = false;
+    }
+}
+
+impl Young {
+    /// Moves on a generation when the current one is old (not while a
+    /// collection runs).
+    fn age(&mut self) {
+        if self.held {
+            return;
+        }
+        let old = self.since.elapsed();
+        if old > GRACE {
+            self.prev = std::mem::take(&mut self.cur);
+            if old > 2 * GRACE {
+                self.prev.clear();
+            }
+            self.since = Instant::now();
+        }
+    }
+
+    /// Notes a chunk stored or about to be referred to.
+    pub(super) fn note(&mut self, h: Hash) {
+        self.age();
+        self.cur.insert(h);
+    }
+
+    fn holds(&self, h: &Hash) -> bool {
+        self.cur.contains(h) || self.prev.contains(h)
+    }
+}
+
+/// Removes the packs no index entry names (except the newest, which
+/// appends go to): leftovers of a compaction cut short by a crash.
+pub(super) fn remove_unreferenced_packs(
+    packs: &Packs,
+    chunks: &HashMap<Hash, Loc>,
+) -> Result<(), StoreError> {
+    let named: HashSet<u32> = chunks.values().map(|l| l.pack).collect();
+    let writer = packs.writer_id()?;
+    for (id, _) in packs.list()? {
+        if id < writer && !named.contains(&id) {
+            tracing::info!(pack = id, "removing a pack no chunk is in");
+            packs.remove(id)?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Starts a collection: call before finding what is live. Until the
+    /// returned run is dropped, every chunk stored or found stored from
+    /// [`GRACE`] before this call on stays safe from [`Store::sweep`].
+    pub fn gc_start(&self) -> Run<'_> {
+        let mut y = self.young.lock().unwrap_or_else(|p| p.into_inner());
+        y.age();
+        y.held = true;
+        Run(self)
+    }
+
+    /// Drops from the index every chunk that is neither in `live` nor
+    /// stored or referred to lately. Their bytes stay in their packs until
+    /// [`Store::compact`] rewrites them.
+    pub fn sweep(&self, _run: &Run<'_>, live: &HashSet<Hash>) -> Result<Swept, StoreError> {
+        let mut out = Swept::default();
+        let mut muts = Vec::new();
+        {
+            let mut c = self
+                .chunks
+                .write()
+                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
+            let keep = |h: &Hash| live.contains(h) || young.holds(h);
+            c.retain(|h, loc| {
+                if keep(h) {
+                    return true;
+                }
+                out.chunks += 1;
+                out.bytes += u64::from(loc.len);
+                muts.push(Mut::Unchunk(*h));
+                false
+            });
+        }
+        self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
+        self.submit(muts)?;
+        Ok(out)
+    }
+
+    /// Rewrites each pack of which a quarter or more (and at least 1 MiB)
+    /// is garbage: its live chunks go to the newest pack (each checked
+    /// against its hash on the way; one that fails is dropped and logged),
+    /// the index names their new places durably, then the pack is removed.
+    pub fn compact(&self) -> Result<Compacted, StoreError> {
+        let mut out = Compacted {
+            disk_before: self.packs.disk_bytes(),
+            ..Compacted::default()
+        };
+        let mut live: HashMap<u32, (u64, Vec<(Hash, Loc)>)> = HashMap::new();
+        for (h, loc) in self
+            .chunks
+            .read()
+            .map_err(|_| StoreError::Stopped("lock poisoned".into()))?
+            .iter()
+        {
+            let e = live.entry(loc.pack).or_default();
+            e.0 += HEADER_LEN + u64::from(loc.len);
+            e.1.push((*h, *loc));
+        }
+        let mut writer = self.packs.writer_id()?;
+        for (id, size) in self.packs.list()? {
+            let (used, mut chunks) = live.remove(&id).unwrap_or_default();
+            let dead = size.saturating_sub(used);
+            if dead < DEAD_MIN || dead * 4 < size * DEAD_QUARTERS {
+                continue;
+            }
+            if id == writer {
+                self.packs.roll()?;
+                writer = self.packs.writer_id()?;
+                if id == writer {
+                    continue;
+                }
+            }
+            chunks.sort_unstable_by_key(|(_, l)| l.offset);
+            out.moved += self.move_chunks(&chunks)?;
+            // The new places are durable before the old ones go.
+            self.sync()?;
+            self.packs.remove(id)?;
+            out.packs += 1;
+        }
+        out.disk_after = self.packs.disk_bytes();
+        Ok(out)
+    }
+
+    /// Copies chunks to the newest pack and points the index at the
+    /// copies (where it still names the old place). Returns how many moved.
+    fn move_chunks(&self, chunks: &[(Hash, Loc)]) -> Result<u64, StoreError> {
+        let mut moved = 0;
+        let mut i = 0;
+        while i < chunks.len() {
+            let mut batch: Vec<(Hash, Loc, Vec<u8>)> = Vec::new();
+            // Chunks that cannot be moved: dropped from the index, so that
+            // a read fetches them from a peer instead of failing for good.
+            let mut lost: Vec<(Hash, Loc)> = Vec::new();
+            let mut bytes = 0;
+            while i < chunks.len() && (batch.is_empty() || bytes < COPY_BATCH) {
+                let (h, loc) = chunks[i];
+                i += 1;
+                let mut buf = vec![0u8; loc.len as usize];
+                if let Err(e) = self.packs.read(&loc, 0, &mut buf) {
+                    tracing::warn!(pack = loc.pack, "chunk unreadable while compacting: {e}");
+                    lost.push((h, loc));
+                    continue;
+                }
+                if blake3::hash(&buf).as_bytes() != &h {
+                    tracing::warn!(pack = loc.pack, "chunk corrupt on disk, dropped");
+                    lost.push((h, loc));
+                    continue;
+                }
+                bytes += buf.len();
+                batch.push((h, loc, buf));
+            }
+            let refs: Vec<(Hash, &[u8])> = batch.iter().map(|(h, _, d)| (*h, &d[..])).collect();
+            let locs = if refs.is_empty() {
+                Vec::new()
+            } else {
+                self.packs.append_batch(&refs)?
+            };
+            let mut muts = Vec::new();
+            {
+                let mut c = self
+                    .chunks
+                    .write()
+                    .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+                for ((h, old, _), new) in batch.iter().zip(locs) {
+                    if let Some(at) = c.get_mut(h) {
+                        if at == old {
+                            *at = new;
+                            muts.push(Mut::Chunk(*h, new));
+                            moved += 1;
+                        }
+                    }
+                }
+                for (h, old) in lost {
+                    if c.get(&h) == Some(&old) {
+                        c.remove(&h);
+                        self.stored_bytes
+                            .fetch_sub(u64::from(old.len), Ordering::Relaxed);
+                        muts.push(Mut::Unchunk(h));
+                    }
+                }
+            }
+            self.submit(muts)?;
+        }
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, SigningKey::from_bytes(&[5; 32]), [5; 32]).unwrap()
+    }
+
+    fn chunk(k: u8, len: usize) -> (Hash, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + k as usize * 7) as u8).collect();
+        (*blake3::hash(&data).as_bytes(), data)
+    }
+
+    fn pack_files(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A chunk nothing refers to stays while it is young (just stored, or
+    /// found stored by a writer), then goes; compaction moves the live
+    /// chunks out of a pack that became garbage and removes it; the store
+    /// reopens with every live chunk readable; and a pack no index entry
+    /// names (a compaction cut short by a crash) is removed at open.
+    #[test]
+    fn garbage_goes_and_live_chunks_move_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (live_h, live) = chunk(1, 300_000);
+        let (dead_h, dead) = chunk(2, 3_000_000);
+        s.put_chunks(&[(live_h, &live[..]), (dead_h, &dead[..])])
+            .unwrap();
+        let keep: HashSet<Hash> = [live_h].into();
+        let run = s.gc_start();
+        assert_eq!(s.sweep(&run, &keep).unwrap(), Swept::default(), "young");
+        drop(run);
+        // Older than the grace period.
+        s.young.lock().unwrap().since -= 3 * GRACE;
+        // A writer finding the dead chunk stored keeps it a while more.
+        s.put_chunk(&dead_h, &dead).unwrap();
+        let run = s.gc_start();
+        assert_eq!(s.sweep(&run, &keep).unwrap(), Swept::default(), "found");
+        drop(run);
+        s.young.lock().unwrap().since -= 3 * GRACE;
+        let run = s.gc_start();
+        let swept = s.sweep(&run, &keep).unwrap();
+        drop(run);
+        assert_eq!((swept.chunks, swept.bytes), (1, dead.len() as u64));
+        assert!(!s.has_chunk(&dead_h));
+        assert_eq!(s.stats().stored_bytes, live.len() as u64);
+        let c = s.compact().unwrap();
+        assert_eq!((c.packs, c.moved), (1, 1), "{c:?}");
+        assert!(c.disk_after < 400_000, "{c:?}");
+        assert_eq!(pack_files(dir.path()), ["pack-000002.dat"]);
+        assert_eq!(s.chunk_bytes(&live_h).unwrap(), live);
+        s.close().unwrap();
+        drop(s);
+        // A leftover pack that nothing names.
+        std::fs::write(dir.path().join("packs/pack-000001.dat"), &dead).unwrap();
+        let s = open(dir.path());
+        assert_eq!(pack_files(dir.path()), ["pack-000002.dat"]);
+        assert_eq!(s.chunk_bytes(&live_h).unwrap(), live);
+        assert!(!s.has_chunk(&dead_h));
+        assert_eq!(s.stats().stored_bytes, live.len() as u64);
+    }
+}
