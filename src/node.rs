@@ -655,23 +655,41 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
     }
     let every = cfg.gc_interval.unwrap_or(60.0);
     if every > 0.0 {
+        let every = Duration::from_secs_f64(every);
+        // Soonest a run after a refused write (disk full) frees the chunks
+        // of files removed since: past the collector's grace.
+        let soon = 2 * crate::store::gc::GRACE + Duration::from_secs(1);
         let node = Arc::downgrade(&node);
         let mut commits = store.subscribe();
         std::thread::Builder::new()
             .name("chanfs-gc".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs_f64(every));
-                let Some(node) = node.upgrade() else {
-                    return;
-                };
-                if *lock(&node.stopping) {
-                    return;
-                }
-                // Only when something was committed since the last run.
-                if commits.has_changed().unwrap_or(false) {
-                    commits.mark_unchanged();
-                    if let Err(e) = node.collect() {
-                        tracing::warn!("{e}");
+            .spawn(move || {
+                let mut last = Instant::now();
+                let mut changed: Option<Instant> = None;
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(node) = node.upgrade() else {
+                        return;
+                    };
+                    if *lock(&node.stopping) {
+                        return;
+                    }
+                    if commits.has_changed().unwrap_or(false) {
+                        commits.mark_unchanged();
+                        changed = Some(Instant::now());
+                    }
+                    // A change since the last run; or, while writes are
+                    // refused for space, one the last run may have found
+                    // too young to take.
+                    let new = changed.is_some_and(|c| c > last);
+                    let young = changed.is_some_and(|c| c + soon > last);
+                    let due = (new && last.elapsed() >= every)
+                        || (young && node.store.short_of_space() && last.elapsed() >= soon);
+                    if due {
+                        last = Instant::now();
+                        if let Err(e) = node.collect() {
+                            tracing::warn!("{e}");
+                        }
                     }
                 }
             })?;

@@ -1,5 +1,7 @@
 //! A full disk gives ENOSPC, loses nothing already written, and the node
-//! keeps serving once space is freed.
+//! keeps serving once space is freed: removing files in the mount gives
+//! their space back (the garbage collector runs soon after a refused
+//! write), as does removing files elsewhere on the disk.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -53,6 +55,10 @@ fn full_disk_is_enospc_and_recoverable() {
     };
     m.pid = Some(m.status()["pid"].as_u64().unwrap() as u32);
     fs::write(m.p("keep"), b"written before the disk filled").unwrap();
+    // Files that go to the store (cut when closed), removed later.
+    for i in 0..4 {
+        fs::write(m.p(&format!("part-{i}")), random_bytes(2 << 20, 200 + i)).unwrap();
+    }
     // Write far more than fits (distinct bytes: repeated ones would be
     // stored once and fit).
     let res = (|| -> std::io::Result<()> {
@@ -64,15 +70,53 @@ fn full_disk_is_enospc_and_recoverable() {
     })();
     let e = res.unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-    // Free space; the node still serves and new writes work. (Removing
-    // the file is not enough: chunks it stored stay until the store has a
-    // garbage collector.)
+    // Removing the file gives its space back: a new file of distinct
+    // bytes, which did not fit, fits once the collector has run (it runs
+    // about 11 s after a refused write, past its grace for chunks just
+    // stored).
     let _ = fs::remove_file(m.p("huge"));
-    fs::remove_file(&ballast).unwrap();
+    for i in 0..4 {
+        fs::remove_file(m.p(&format!("part-{i}"))).unwrap();
+    }
     assert_eq!(
         fs::read(m.p("keep")).unwrap(),
         b"written before the disk filled"
     );
+    // More than is free now: only the chunks the big file left in the
+    // store can make room for it.
+    let left_behind = m.status()["stored_bytes"].as_u64().unwrap();
+    assert!(
+        left_behind >= 6 << 20,
+        "the big file stored {left_behind} bytes"
+    );
+    let st = nix::sys::statvfs::statvfs(&small).unwrap();
+    let free = st.blocks_available() * st.fragment_size();
+    // In files of 1 MiB (a file's bytes are staged before they are
+    // stored: a big one would need room for both for a while).
+    let fill: Vec<Vec<u8>> = (0..free.div_ceil(1 << 20) + 2)
+        .map(|i| random_bytes(1 << 20, 300 + i))
+        .collect();
+    wait_for(
+        60,
+        "the collector to free the removed files' chunks",
+        || (m.status()["stored_bytes"].as_u64().unwrap() < 1 << 20).then_some(()),
+    );
+    for (i, d) in fill.iter().enumerate() {
+        let mut f = fs::File::create(m.p(&format!("refill-{i}"))).unwrap();
+        f.write_all(d).unwrap();
+        f.sync_all().unwrap();
+    }
+    let check_fill = |m: &Mounted| {
+        for (i, d) in fill.iter().enumerate() {
+            assert!(
+                fs::read(m.p(&format!("refill-{i}"))).unwrap() == *d,
+                "refill-{i}"
+            );
+        }
+    };
+    check_fill(&m);
+    // Space freed outside the store works too.
+    fs::remove_file(&ballast).unwrap();
     let mut f = fs::File::create(m.p("after")).unwrap();
     f.write_all(b"after").unwrap();
     f.sync_all().unwrap();
@@ -84,4 +128,5 @@ fn full_disk_is_enospc_and_recoverable() {
         b"written before the disk filled"
     );
     assert_eq!(fs::read(m.p("after")).unwrap(), b"after");
+    check_fill(&m);
 }

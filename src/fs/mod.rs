@@ -1252,7 +1252,12 @@ impl Filesystem for FuseFs {
             .0
             .change(|t, hlc, ch| t.unlink(parent.0, name_bytes(name), hlc, ch))
         {
-            Ok(_) => reply.ok(),
+            Ok(ino) => {
+                // A file whose last version could not be stored (disk
+                // full) and that nobody holds open: its staging goes now.
+                self.0.forget_if_gone(ino);
+                reply.ok()
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -231,6 +231,9 @@ pub struct Store {
     /// When free space was last asked for, and how much of it (above the
     /// reserve) is not granted yet.
     space: Mutex<Option<(std::time::Instant, u64)>>,
+    /// The last free-space check refused a write (cleared by one that
+    /// passes): the garbage collector runs sooner.
+    short: AtomicBool,
     /// Chunks stored or found stored in the last few seconds: the garbage
     /// collector never takes them (see [`gc`]).
     young: Mutex<gc::Young>,
@@ -351,6 +354,7 @@ impl Store {
             public_key: key_pub,
             staging,
             space: Mutex::new(None),
+            short: AtomicBool::new(false),
             young: Mutex::new(gc::Young::default()),
         })
     }
@@ -551,10 +555,17 @@ impl Store {
         let left = avail.saturating_sub(reserve);
         if left < extra {
             *b = None;
+            self.short.store(true, Ordering::Relaxed);
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
+        self.short.store(false, Ordering::Relaxed);
         *b = Some((std::time::Instant::now(), left - extra));
         Ok(())
+    }
+
+    /// True when the last free-space check refused a write.
+    pub fn short_of_space(&self) -> bool {
+        self.short.load(Ordering::Relaxed)
     }
 
     /// Stores a chunk unless an identical one is stored already.
