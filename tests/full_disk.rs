@@ -129,4 +129,8 @@ fn full_disk_is_enospc_and_recoverable() {
     );
     assert_eq!(fs::read(m.p("after")).unwrap(), b"after");
     check_fill(&m);
+    // The database never met the full disk (it would refuse every commit
+    // after that until reopened).
+    let log = fs::read_to_string(m.home.join("node.log")).unwrap();
+    assert!(!log.contains("store commit failed"), "{log}");
 }

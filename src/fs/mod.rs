@@ -655,7 +655,12 @@ impl ChanFs {
         let fed = cut + f.tail.len() as u64;
         let late = f.late;
         tracing::debug!(ino, cut, late = late.total(), "streamed");
-        let mut staged = Ok(());
+        // Bytes the stream held in memory were granted space when written,
+        // but that grant has lapsed since (the free figure is asked again):
+        // ask now, so that staging them never eats into the space kept for
+        // metadata commits.
+        let held = f.tail.len() as u64 + f.early.values().map(|b| b.len() as u64).sum::<u64>();
+        let mut staged = self.store.check_space(held).map_err(|e| io_errno(&e));
         let mut p = cut;
         for (s, e) in late.clipped(cut, fed).into_iter().chain([(fed, fed)]) {
             if s > p {
