@@ -915,6 +915,8 @@ impl Tree {
             if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
+            // Its copies go by its names left (see `claimed_name`).
+            tree.follow(ino, t, ch, fx);
             tree.settle_pending(parent, t, ch, fx);
         });
         ch.op(
@@ -1214,6 +1216,8 @@ impl Tree {
         }
         self.touch_dir(newparent, t, ch);
         ch.dirent(newparent, newname, Some(ino));
+        // Its copies go by its names, the new one too (see `claimed_name`).
+        self.with_deferred(|tree, fx| tree.follow(ino, t, ch, fx));
         ch.op(
             hlc,
             Op::Link {

@@ -643,6 +643,8 @@ impl Tree {
                 if turns {
                     self.arrange(p, &nm, t, ch, fx);
                 }
+                // Its copies go by its names left (see `claimed_name`).
+                self.follow(ino, t, ch, fx);
             }
             Op::Move {
                 id,
@@ -756,6 +758,8 @@ impl Tree {
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
                 self.place(p, name, ino, t, ch, fx);
+                // Its copies go by its names, the new one too.
+                self.follow(ino, t, ch, fx);
             }
             Op::SetAttr { id, attr } => {
                 let stamp = (e.hlc, author);
