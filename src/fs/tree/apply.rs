@@ -674,7 +674,15 @@ impl Tree {
                 let Some((ino, n)) = self.node_of(id) else {
                     return;
                 };
-                if stamp <= n.stamps.place {
+                // A file with several names keeps one place stamp: a move
+                // of one name that is still there is not one that a newer
+                // move of another name placed already.
+                let own_name = n.kind != NodeKind::Dir
+                    && n.nlink > 1
+                    && self
+                        .ino_of(old_parent)
+                        .is_some_and(|op| self.name_as(op, ino, old_name).is_some());
+                if stamp <= n.stamps.place && !own_name {
                     // A newer move placed it already.
                     return;
                 }
@@ -724,7 +732,9 @@ impl Tree {
                 let turns = self.takes_turns(ino);
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
+                    let newest = n.stamps.place.max(stamp);
                     n.moved(from, &cur, stamp);
+                    n.stamps.place = newest;
                 }
                 self.persist(ino, ch);
                 self.place(np, name, ino, t, ch, fx);
