@@ -707,10 +707,17 @@ impl Tree {
                     // A file with one name that moved meanwhile (by an
                     // older move, or following its file as a conflict
                     // copy): this newer move takes it from where it is.
-                    None if n.nlink == 1 => match self.name_in(n.parent, ino, b"") {
-                        Some(cur) => (n.parent, cur),
-                        None => return,
-                    },
+                    // One never moved since made has not: a remove took
+                    // the name and it is left with another (a link's).
+                    None if n.nlink == 1
+                        && (n.stamps.place != (n.born, id_prefix(&n.id))
+                            || n.stamps.origin().is_some()) =>
+                    {
+                        match self.name_in(n.parent, ino, b"") {
+                            Some(cur) => (n.parent, cur),
+                            None => return,
+                        }
+                    }
                     None => return,
                 };
                 if from == np && cur == *name {
