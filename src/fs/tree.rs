@@ -832,7 +832,7 @@ impl Tree {
                 .get(&parent)
                 .map(|p| p.id)
                 .unwrap_or(FileId::ROOT),
-            name: name.to_vec(),
+            name: self.claimed_or(ino, name),
             perm: n.perm,
             content: n.content,
             born: n.born,

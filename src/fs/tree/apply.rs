@@ -287,6 +287,20 @@ impl Tree {
         }
     }
 
+    /// `name`, or the name `ino` claims when `name` is the conflict name
+    /// it shows under meanwhile: a node removed under it comes back (an
+    /// edit or a move of it made elsewhere) claiming that name again, as
+    /// where it was never shown under the conflict name.
+    pub(super) fn claimed_or(&self, ino: u64, name: &[u8]) -> Vec<u8> {
+        let Some(n) = self.nodes.get(&ino) else {
+            return name.to_vec();
+        };
+        match n.stamps.want() {
+            Some(w) if unsuffixed(name) == conflict_name(w, id_prefix(&n.id), n.born) => w.to_vec(),
+            _ => name.to_vec(),
+        }
+    }
+
     /// Records that `ino`, shown under a conflict name in `parent`, claims
     /// `name` there.
     fn claim(&mut self, ino: u64, parent: u64, name: &[u8]) {

@@ -1437,6 +1437,42 @@ fn a_rename_of_a_removed_name_of_a_linked_file_leaves_its_other_name() {
     }
 }
 
+/// A file shown under a conflict name (an older file holds its name) is
+/// removed there while, elsewhere, the older file moves away and the file
+/// gets its name back and is edited: the edit brings it back claiming its
+/// name, as where the remove came last (was: under the conflict name, as
+/// a plain name of its own, when the name was freed before it came back).
+#[test]
+fn a_file_removed_under_a_conflict_name_comes_back_claiming_its_name() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "x.txt", NodeKind::File);
+        s.heal();
+        s.create(1, "/", "y.txt", NodeKind::File);
+        s.write(1, "/y.txt", b"y0");
+        s.heal();
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.rename(0, "/x.txt", "/f.txt");
+        s.rename(1, "/y.txt", "/f.txt");
+        s.heal();
+        let snap = s.converged();
+        let shown = names_in(&snap, "/")
+            .into_iter()
+            .find(|n| n.starts_with("f.conflict-"))
+            .unwrap_or_else(|| panic!("seed {seed}: no conflict name\n{}", render(&snap)));
+        let shown = format!("/{shown}");
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.unlink(1, &shown);
+        s.rename(0, "/f.txt", "/g.txt");
+        s.write(0, "/f.txt", b"y1");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["f.txt", "g.txt"], "seed {seed}");
+        assert_eq!(item(&snap, "/f.txt").content, hash_of(b"y1"), "seed {seed}");
+    }
+}
+
 /// Two versions by one node in the same second both lose to a third: their
 /// copies share a conflict name and get it in a fixed order, the older
 /// version the plain name and the newer `~2`, whatever order each node met
