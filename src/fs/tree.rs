@@ -834,7 +834,7 @@ impl Tree {
                 .get(&parent)
                 .map(|p| p.id)
                 .unwrap_or(FileId::ROOT),
-            name: name.to_vec(),
+            name: self.claimed_or(ino, name),
             perm: n.perm,
             content: n.content,
             born: n.born,
@@ -917,6 +917,8 @@ impl Tree {
             if turns {
                 tree.arrange(parent, name, t, ch, fx);
             }
+            // Its copies go by its names left (see `claimed_name`).
+            tree.follow(ino, t, ch, fx);
             tree.settle_pending(parent, t, ch, fx);
         });
         ch.op(
@@ -1216,6 +1218,8 @@ impl Tree {
         }
         self.touch_dir(newparent, t, ch);
         ch.dirent(newparent, newname, Some(ino));
+        // Its copies go by its names, the new one too (see `claimed_name`).
+        self.with_deferred(|tree, fx| tree.follow(ino, t, ch, fx));
         ch.op(
             hlc,
             Op::Link {

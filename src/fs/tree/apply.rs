@@ -287,6 +287,20 @@ impl Tree {
         }
     }
 
+    /// `name`, or the name `ino` claims when `name` is the conflict name
+    /// it shows under meanwhile: a node removed under it comes back (an
+    /// edit or a move of it made elsewhere) claiming that name again, as
+    /// where it was never shown under the conflict name.
+    pub(super) fn claimed_or(&self, ino: u64, name: &[u8]) -> Vec<u8> {
+        let Some(n) = self.nodes.get(&ino) else {
+            return name.to_vec();
+        };
+        match n.stamps.want() {
+            Some(w) if unsuffixed(name) == conflict_name(w, id_prefix(&n.id), n.born) => w.to_vec(),
+            _ => name.to_vec(),
+        }
+    }
+
     /// Records that `ino`, shown under a conflict name in `parent`, claims
     /// `name` there.
     fn claim(&mut self, ino: u64, parent: u64, name: &[u8]) {
@@ -643,6 +657,8 @@ impl Tree {
                 if turns {
                     self.arrange(p, &nm, t, ch, fx);
                 }
+                // Its copies go by its names left (see `claimed_name`).
+                self.follow(ino, t, ch, fx);
             }
             Op::Move {
                 id,
@@ -672,7 +688,15 @@ impl Tree {
                 let Some((ino, n)) = self.node_of(id) else {
                     return;
                 };
-                if stamp <= n.stamps.place {
+                // A file with several names keeps one place stamp: a move
+                // of one name that is still there is not one that a newer
+                // move of another name placed already.
+                let own_name = n.kind != NodeKind::Dir
+                    && n.nlink > 1
+                    && self
+                        .ino_of(old_parent)
+                        .is_some_and(|op| self.name_as(op, ino, old_name).is_some());
+                if stamp <= n.stamps.place && !own_name {
                     // A newer move placed it already.
                     return;
                 }
@@ -697,10 +721,17 @@ impl Tree {
                     // A file with one name that moved meanwhile (by an
                     // older move, or following its file as a conflict
                     // copy): this newer move takes it from where it is.
-                    None if n.nlink == 1 => match self.name_in(n.parent, ino, b"") {
-                        Some(cur) => (n.parent, cur),
-                        None => return,
-                    },
+                    // One never moved since made has not: a remove took
+                    // the name and it is left with another (a link's).
+                    None if n.nlink == 1
+                        && (n.stamps.place != (n.born, id_prefix(&n.id))
+                            || n.stamps.origin().is_some()) =>
+                    {
+                        match self.name_in(n.parent, ino, b"") {
+                            Some(cur) => (n.parent, cur),
+                            None => return,
+                        }
+                    }
                     None => return,
                 };
                 if from == np && cur == *name {
@@ -722,7 +753,9 @@ impl Tree {
                 let turns = self.takes_turns(ino);
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
+                    let newest = n.stamps.place.max(stamp);
                     n.moved(from, &cur, stamp);
+                    n.stamps.place = newest;
                 }
                 self.persist(ino, ch);
                 self.place(np, name, ino, t, ch, fx);
@@ -756,6 +789,8 @@ impl Tree {
                 self.persist(ino, ch);
                 fx.inodes.push(ino);
                 self.place(p, name, ino, t, ch, fx);
+                // Its copies go by its names, the new one too.
+                self.follow(ino, t, ch, fx);
             }
             Op::SetAttr { id, attr } => {
                 let stamp = (e.hlc, author);
