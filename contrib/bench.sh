@@ -190,6 +190,7 @@ ROWS = [
     ("copy_s", "8b cp file + sync", "s", "info", None),
     ("rss_rounds", "9b node RSS after rounds", "MiB", "info", None),
     ("rss", "9 node RSS, 100k files", "MiB", "abs", 150.0),
+    ("gc_s", "9c gc over 100k files", "s", "info", None),
 ]
 
 def summary(path, title):
@@ -393,6 +394,12 @@ sleep 2
 b=$(rss "$H9")
 record rss chanfs "$(mib "$b")"
 log "  9 $rss_files files in ${v}s, node RSS $(mib "$b") MiB"
+t0=$(date +%s.%N)
+g=$("$bin" --home "$H9" gc)
+t1=$(date +%s.%N)
+v=$(python3 -c "print(round($t1 - $t0, 3))")
+record gc_s chanfs "$v"
+log "  9c chanfs gc over $rss_files files: ${v}s ($g)"
 timeout 120 "$bin" --home "$H9" unmount "$M9"
 
 # --- report -------------------------------------------------------------------

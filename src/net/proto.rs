@@ -113,6 +113,34 @@ pub enum ChunkReply {
     Missing,
 }
 
+impl ChunkReply {
+    /// The whole frame (length prefix and body) of `Found` with `len`
+    /// bytes, built around them: `fill` writes the bytes in place, so they
+    /// reach the stream without being copied on the way. The same bytes as
+    /// `write_frame(&ChunkReply::Found(bytes))`.
+    pub fn found_frame<E>(
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        // Postcard: the variant index, then the length, both as varints.
+        let mut head = vec![0u8];
+        let mut n = len;
+        while n >= 0x80 {
+            head.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        head.push(n as u8);
+        let body = head.len() + len;
+        let mut out = Vec::with_capacity(4 + body);
+        out.extend_from_slice(&(body as u32).to_be_bytes());
+        out.extend_from_slice(&head);
+        let at = out.len();
+        out.resize(4 + body, 0);
+        fill(&mut out[at..])?;
+        Ok(out)
+    }
+}
+
 /// [`ChunkReply`] decoded in place: the bytes borrow from the frame.
 #[derive(Debug, Deserialize)]
 pub enum ChunkReplyRef<'a> {
@@ -214,5 +242,24 @@ mod tests {
         assert_eq!(back.role, Role::Ro);
         assert!(Token::decode("hello").is_err());
         assert!(Token::decode("chanfs1-!!!").is_err());
+    }
+
+    /// A `Found` frame built in place is the frame `write_frame` makes,
+    /// for lengths whose varint takes one to four bytes.
+    #[tokio::test]
+    async fn a_found_frame_built_in_place_is_the_encoded_one() {
+        for len in [0usize, 1, 127, 128, 16_383, 16_384, 65_536, 1 << 21] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            let mut want = Vec::new();
+            crate::net::frame::write_frame(&mut want, &ChunkReply::Found(data.clone()))
+                .await
+                .expect("encode");
+            let got = ChunkReply::found_frame(len, |b| {
+                b.copy_from_slice(&data);
+                Ok::<(), ()>(())
+            })
+            .expect("build");
+            assert!(got == want, "length {len}");
+        }
     }
 }

@@ -893,22 +893,27 @@ impl Inner {
                 for (h, ours) in hashes.into_iter().zip(ours) {
                     // Chunks just written or read are in the page cache. A
                     // chunk of another channel is one we do not have.
-                    let bytes = if ours {
-                        self.store.chunk_bytes(&h)
-                    } else {
+                    if !ours {
                         tracing::debug!(
                             "chunk {} asked by {} is not of channel {}",
                             data_encoding::HEXLOWER.encode(&h[..8]),
                             short(&peer),
                             rec.name
                         );
-                        None
-                    };
-                    let reply = bytes.map_or(ChunkReply::Missing, ChunkReply::Found);
-                    if let ChunkReply::Found(b) = &reply {
-                        self.count(rec.local, 0, b.len());
                     }
-                    write_frame(&mut send, &reply).await?;
+                    // Read into the frame and handed to the stream whole.
+                    let found = self.store.chunk_len(&h).filter(|_| ours).and_then(|len| {
+                        let frame =
+                            ChunkReply::found_frame(len, |b| self.store.read_chunk(&h, 0, b));
+                        frame.ok().map(|f| (len, f))
+                    });
+                    match found {
+                        Some((len, frame)) => {
+                            self.count(rec.local, 0, len);
+                            send.write_chunk(frame.into()).await?;
+                        }
+                        None => write_frame(&mut send, &ChunkReply::Missing).await?,
+                    }
                 }
                 send.finish()?;
                 Ok(())

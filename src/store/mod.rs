@@ -670,6 +670,11 @@ impl Store {
         }
     }
 
+    /// The length of a stored chunk.
+    pub fn chunk_len(&self, hash: &Hash) -> Option<usize> {
+        self.loc_of(hash).ok().map(|l| l.len as usize)
+    }
+
     /// The whole bytes of a stored chunk.
     pub fn chunk_bytes(&self, hash: &Hash) -> Option<Vec<u8>> {
         let len = self.loc_of(hash).ok()?.len;
