@@ -416,6 +416,8 @@ for h in "$H" "$H9"; do
         if ((n)); then
             grep -E ' (WARN|ERROR) ' "$h/node.log" | cut -d' ' -f2- | sed 's/  */ /g' | sort | uniq -c | sort -rn | head -5 || true
         fi
+        # When the garbage collector ran during the rounds, and what it did.
+        grep 'garbage collection' "$h/node.log" | sed -E 's/^[0-9-]+T([0-9:]+)\.[0-9]+Z +INFO [^ ]+ /  [\1] /' || true
     fi
 done
 echo "total $((SECONDS - start_s)) s"

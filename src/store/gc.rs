@@ -22,12 +22,16 @@ use std::time::{Duration, Instant};
 use super::pack::{Loc, Packs, HEADER_LEN};
 use super::{Hash, Mut, Store, StoreError};
 
-/// A pack is rewritten once this share of it (in quarters) is garbage…
-const DEAD_QUARTERS: u64 = 1;
+/// A pack is rewritten once half of it is garbage (each byte copied frees
+/// at least one)…
+const DEAD_HALVES: u64 = 1;
 /// …and at least this many bytes.
 const DEAD_MIN: u64 = 1 << 20;
 /// Bytes copied per batch while compacting.
 const COPY_BATCH: usize = 4 << 20;
+/// Most bytes per second compaction copies, so that it stays in the
+/// background of what the user does (a 1 GiB pack half full takes 8 s).
+const COPY_RATE: f64 = 64.0 * 1048576.0;
 
 /// What one collection freed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -170,8 +174,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Rewrites each pack of which a quarter or more (and at least 1 MiB)
-    /// is garbage: its live chunks go to the newest pack (each checked
+    /// Rewrites each pack of which half or more (and at least 1 MiB) is
+    /// garbage, copying at most [`COPY_RATE`] bytes a second: its live chunks go to the newest pack (each checked
     /// against its hash on the way; one that fails is dropped and logged),
     /// the index names their new places durably, then the pack is removed.
     pub fn compact(&self) -> Result<Compacted, StoreError> {
@@ -194,7 +198,7 @@ impl Store {
         for (id, size) in self.packs.list()? {
             let (used, mut chunks) = live.remove(&id).unwrap_or_default();
             let dead = size.saturating_sub(used);
-            if dead < DEAD_MIN || dead * 4 < size * DEAD_QUARTERS {
+            if dead < DEAD_MIN || dead * 2 < size * DEAD_HALVES {
                 continue;
             }
             if id == writer {
@@ -220,7 +224,13 @@ impl Store {
     fn move_chunks(&self, chunks: &[(Hash, Loc)]) -> Result<u64, StoreError> {
         let mut moved = 0;
         let mut i = 0;
+        let start = Instant::now();
+        let mut copied = 0usize;
         while i < chunks.len() {
+            let due = Duration::from_secs_f64(copied as f64 / COPY_RATE);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
             let mut batch: Vec<(Hash, Loc, Vec<u8>)> = Vec::new();
             // Chunks that cannot be moved: dropped from the index, so that
             // a read fetches them from a peer instead of failing for good.
@@ -243,6 +253,7 @@ impl Store {
                 bytes += buf.len();
                 batch.push((h, loc, buf));
             }
+            copied += bytes;
             let refs: Vec<(Hash, &[u8])> = batch.iter().map(|(h, _, d)| (*h, &d[..])).collect();
             let locs = if refs.is_empty() {
                 Vec::new()
