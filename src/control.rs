@@ -144,6 +144,10 @@ pub struct Status {
     pub logical_bytes: u64,
     /// Bytes of distinct chunks stored.
     pub stored_bytes: u64,
+    /// Bytes the pack files take on disk (the rest is garbage not
+    /// rewritten away yet, and chunk headers).
+    #[serde(default)]
+    pub pack_bytes: u64,
     /// logical / stored.
     pub dedup_ratio: f64,
     /// Distinct chunks.

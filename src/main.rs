@@ -487,9 +487,10 @@ fn print_status(s: &Status) {
     }
     let _ = writeln!(
         o,
-        "store    {} logical, {} stored, dedup {:.2}x, {} chunks",
+        "store    {} logical, {} stored ({} on disk), dedup {:.2}x, {} chunks",
         human(s.logical_bytes),
         human(s.stored_bytes),
+        human(s.pack_bytes),
         s.dedup_ratio,
         s.chunks
     );

@@ -445,6 +445,7 @@ impl Node {
             listen: lock(&self.listen_actual).clone(),
             logical_bytes: logical,
             stored_bytes: s.stored_bytes,
+            pack_bytes: s.pack_bytes,
             dedup_ratio: if s.stored_bytes == 0 {
                 1.0
             } else {

@@ -397,6 +397,7 @@ fn removing_and_overwriting_files_give_the_space_back() {
     assert!((24 << 20..26 << 20).contains(&s1), "stored {s1}");
     let disk = pack_bytes(&m);
     assert!(disk < 27 << 20, "packs take {disk} bytes");
+    assert_eq!(m.status()["pack_bytes"].as_u64(), Some(disk), "status");
     assert_eq!(fs::read(m.p("over")).unwrap(), over);
     m.unmount();
     m.mount(&[]);

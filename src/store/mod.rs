@@ -196,6 +196,10 @@ pub struct StoreStats {
     pub chunks: u64,
     /// Bytes of distinct chunks.
     pub stored_bytes: u64,
+    /// Bytes the pack files take (stored bytes, headers, and garbage the
+    /// collector has not rewritten away yet).
+    #[serde(default)]
+    pub pack_bytes: u64,
     /// Journal entries (all channels).
     pub journal_entries: u64,
 }
@@ -806,6 +810,7 @@ impl Store {
         StoreStats {
             chunks: self.chunks.read().map(|c| c.len() as u64).unwrap_or(0),
             stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+            pack_bytes: self.packs.disk_bytes(),
             journal_entries: self.counters.journal.load(Ordering::Relaxed),
         }
     }
