@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 use common::*;
@@ -404,4 +405,65 @@ fn removing_and_overwriting_files_give_the_space_back() {
     assert_eq!(fs::read(m.p("over")).unwrap(), over);
     assert_eq!(fs::read(m.p("keep")).unwrap(), keep);
     assert_eq!(stored(&m), s1);
+}
+
+/// Collections running every second while a big file is written slowly
+/// (cut and stored as it comes, for longer than the collector's grace),
+/// while a small file is rewritten and others are created and removed,
+/// take nothing still needed: every file reads back byte for byte, also
+/// after a remount.
+#[test]
+fn collections_while_files_are_written_lose_nothing() {
+    let mut m = Mounted::new();
+    let big = random_bytes(96 << 20, 81);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (home, dir) = (m.home.clone(), m.mnt.clone());
+    let runs = std::thread::scope(|sc| {
+        let gc = sc.spawn(|| {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = chanfs(&home, &["gc"]);
+                assert!(out.status.success(), "gc: {out:?}");
+                runs += 1;
+                std::thread::sleep(std::time::Duration::from_millis(700));
+            }
+            runs
+        });
+        let mut f = fs::File::create(dir.join("big")).unwrap();
+        let mut small = Vec::new();
+        for (i, part) in big.chunks(1 << 20).enumerate() {
+            f.write_all(part).unwrap();
+            small = random_bytes(40_000, 500 + i as u64);
+            fs::write(dir.join("small"), &small).unwrap();
+            fs::write(dir.join(format!("tmp-{i}")), random_bytes(70_000, i as u64)).unwrap();
+            if i >= 3 {
+                fs::remove_file(dir.join(format!("tmp-{}", i - 3))).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(130));
+        }
+        f.sync_all().unwrap();
+        drop(f);
+        // Collections after the file is whole too.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let runs = gc.join().unwrap();
+        assert!(fs::read(dir.join("big")).unwrap() == big, "big file");
+        assert_eq!(fs::read(dir.join("small")).unwrap(), small);
+        (runs, small)
+    });
+    let (runs, small) = runs;
+    assert!(runs >= 15, "only {runs} collections ran");
+    m.unmount();
+    m.mount(&[]);
+    assert!(
+        fs::read(m.p("big")).unwrap() == big,
+        "big file after remount"
+    );
+    assert_eq!(fs::read(m.p("small")).unwrap(), small);
+    for i in 93..96 {
+        assert_eq!(
+            fs::read(m.p(&format!("tmp-{i}"))).unwrap(),
+            random_bytes(70_000, i)
+        );
+    }
 }
