@@ -95,7 +95,7 @@ pub trait Fetcher: Send + Sync {
 }
 
 /// How many chunks past the one being read are fetched ahead.
-const READ_AHEAD: usize = 64;
+const READ_AHEAD: usize = 128;
 
 /// Reads and writes for re-chunking one file.
 struct FileIo<'a> {

@@ -39,7 +39,7 @@ const INLINE_MAX: u64 = 64 << 10;
 /// Two connections of one pair made within this time are a dial race.
 const DIAL_RACE: Duration = Duration::from_secs(3);
 /// Chunks asked for in one background request.
-const PREFETCH_GROUP: usize = 8;
+const PREFETCH_GROUP: usize = 16;
 /// Concurrent background chunk fetches.
 const PREFETCH_SLOTS: usize = 64;
 
