@@ -910,6 +910,7 @@ impl Tree {
             n.ctime = t;
         }
         self.bury(ino, parent, name, ch);
+        let op = self.remove_op(ino, id, pid, name, seen);
         self.end_lost_claim(ino);
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
@@ -921,16 +922,41 @@ impl Tree {
             tree.follow(ino, t, ch, fx);
             tree.settle_pending(parent, t, ch, fx);
         });
-        ch.op(
-            hlc,
+        ch.op(hlc, op);
+        Ok(ino)
+    }
+
+    /// The entry for the removal of `name` in `parent` (ids) of node
+    /// `ino`, just done: an [`Op::Unlink`] when it is a file that keeps
+    /// other names, else an [`Op::Remove`] (its last name).
+    fn remove_op(
+        &self,
+        ino: u64,
+        id: FileId,
+        parent: FileId,
+        name: &[u8],
+        seen: Option<Hash>,
+    ) -> Op {
+        let name = name.to_vec();
+        if self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind != NodeKind::Dir && n.nlink > 0)
+        {
+            Op::Unlink {
+                id,
+                parent,
+                name,
+                seen,
+            }
+        } else {
             Op::Remove {
                 id,
-                parent: pid,
-                name: name.to_vec(),
+                parent,
+                name,
                 seen,
-            },
-        );
-        Ok(ino)
+            }
+        }
     }
 
     /// Removes an empty directory.
@@ -1124,16 +1150,9 @@ impl Tree {
                 }
             }
             self.bury(d, newparent, newname, ch);
+            let op = self.remove_op(d, did, npid, newname, dseen);
             self.maybe_free(d, ch);
-            ch.op(
-                hlc,
-                Op::Remove {
-                    id: did,
-                    parent: npid,
-                    name: newname.to_vec(),
-                    seen: dseen,
-                },
-            );
+            ch.op(hlc, op);
         }
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.entries.remove(name);

@@ -24,7 +24,10 @@
 //!   see its current content leaves it in place (taking only the conflict
 //!   copy of the version it saw), an edit met after the remove brings the
 //!   file back with the edit; a link made concurrently with the remove of
-//!   a file's last name keeps the file under the link's name; a remove
+//!   a file's last name keeps the file under the link's name (where the
+//!   link came first the remove takes one name of two, and the version
+//!   it saw goes as where it came first: its copy, or into a tomb that a
+//!   newer edit replaces without a copy); a remove
 //!   of a directory that still has children leaves it in place until it
 //!   empties, and a directory removed here comes back (with those above
 //!   it) when a change made elsewhere puts something in it, until it
@@ -588,7 +591,16 @@ impl Tree {
                 parent,
                 name,
                 seen,
+            }
+            | Op::Unlink {
+                id,
+                parent,
+                name,
+                seen,
             } => {
+                // The remover took the file's last name (entries of builds
+                // before `Op::Unlink` count as such).
+                let last = matches!(e.op, Op::Remove { .. });
                 let Some((ino, n)) = self.node_of(id) else {
                     // Gone here already: the version the remover saw, if
                     // it lost a conflict here, goes with its copy.
@@ -651,6 +663,26 @@ impl Tree {
                 }
                 fx.inodes.push(ino);
                 self.bury(ino, p, &nm, ch);
+                let kept = self
+                    .nodes
+                    .get(&ino)
+                    .is_some_and(|n| n.kind == NodeKind::File && n.nlink > 0);
+                if last && kept {
+                    // The remover took the last name: a concurrent link's
+                    // name keeps the file, as where the link came second
+                    // (it brings the file back holding the version
+                    // removed), and the version the remover saw goes as
+                    // there: its copy, if it lost a conflict here, goes;
+                    // if the file holds it, it is kept in a tomb, so that
+                    // a newer concurrent edit replaces it without a copy.
+                    if edited {
+                        if let Some(c) = self.conflict_copy_of(ino, seen) {
+                            self.drop_copy(c, t, ch, fx);
+                        }
+                    } else {
+                        self.keep_tomb(ino, p, &nm, ch);
+                    }
+                }
                 self.end_lost_claim(ino);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
