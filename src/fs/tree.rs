@@ -309,6 +309,12 @@ pub struct Tomb {
     /// back, as it would not have moved it.
     #[serde(skip)]
     pub place: Stamp,
+    /// Kept for a file that lives on under a name a concurrent link gave
+    /// it when a remove took its last name (stored after the place stamp;
+    /// false in older tombs): a newer edit that beats the remove brings
+    /// the removed name back, as where it came before the remove.
+    #[serde(skip)]
+    pub relink: bool,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -405,6 +411,7 @@ impl Tomb {
         b.extend(postcard::to_allocvec(&self.origin).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.special).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.place).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.relink).unwrap_or_default());
         b
     }
 
@@ -424,12 +431,13 @@ impl Tomb {
     /// Reads the fields stored after the size, time and kind, in order,
     /// as far as `rest` holds them.
     fn decode_later_fields(&mut self, rest: &[u8]) -> postcard::Result<()> {
-        let (r1, r2, r3, r4);
+        let (r1, r2, r3, r4, r5);
         (self.attrs, r1) = postcard::take_from_bytes(rest)?;
         (self.vstamp, r2) = postcard::take_from_bytes(r1)?;
         (self.origin, r3) = postcard::take_from_bytes(r2)?;
         (self.special, r4) = postcard::take_from_bytes(r3)?;
-        self.place = postcard::from_bytes(r4)?;
+        (self.place, r5) = postcard::take_from_bytes(r4)?;
+        self.relink = postcard::from_bytes(r5)?;
         Ok(())
     }
 }
@@ -846,6 +854,7 @@ impl Tree {
             special: (!matches!(n.kind, NodeKind::File | NodeKind::Dir))
                 .then(|| (n.kind, n.target.clone())),
             place: n.stamps.place,
+            relink: false,
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -1382,6 +1391,7 @@ mod tests {
             origin: Some(FileId([4; 16])),
             special: Some((NodeKind::Symlink, b"t".to_vec())),
             place: (8, [3; 8]),
+            relink: true,
         };
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
         let bytes = t.encode();
@@ -1390,6 +1400,10 @@ mod tests {
         assert_eq!((back.origin, &back.special), (t.origin, &t.special));
         assert_eq!((back.kind(), back.place), (NodeKind::Symlink, t.place));
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
+        assert!(back.relink);
+        let bytes = &bytes[..bytes.len() - 1];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!((older.place, older.relink), (t.place, false));
         let place_len = postcard::to_allocvec(&t.place).expect("encode").len();
         let bytes = &bytes[..bytes.len() - place_len];
         let older = Tomb::decode(bytes).expect("decode older");

@@ -26,8 +26,9 @@
 //!   file back with the edit; a link made concurrently with the remove of
 //!   a file's last name keeps the file under the link's name (where the
 //!   link came first the remove takes one name of two, and the version
-//!   it saw goes as where it came first: its copy, or into a tomb that a
-//!   newer edit replaces without a copy); a remove
+//!   it saw is kept in a tomb, as where the link brought the file back);
+//!   an edit the remove did not see beats it there too: the removed name
+//!   stays, or comes back with the edit, beside the link's; a remove
 //!   of a directory that still has children leaves it in place until it
 //!   empties, and a directory removed here comes back (with those above
 //!   it) when a change made elsewhere puts something in it, until it
@@ -613,8 +614,11 @@ impl Tree {
                     return;
                 };
                 // A name of a file that has others goes whatever its
-                // content: the content stays under them.
-                if n.kind == NodeKind::File && n.content != *seen && n.nlink <= 1 {
+                // content: the content stays under them. Not the last name
+                // where the remover stood, that a concurrent link's name
+                // kept company here: edit beats delete, as where the link
+                // came second.
+                if n.kind == NodeKind::File && n.content != *seen && (n.nlink <= 1 || last) {
                     // Edited meanwhile: it stays. The version the remover
                     // saw, if it lost a conflict here, goes with its copy
                     // (nodes that met the remove first never make it).
@@ -671,17 +675,11 @@ impl Tree {
                     // The remover took the last name: a concurrent link's
                     // name keeps the file, as where the link came second
                     // (it brings the file back holding the version
-                    // removed), and the version the remover saw goes as
-                    // there: its copy, if it lost a conflict here, goes;
-                    // if the file holds it, it is kept in a tomb, so that
-                    // a newer concurrent edit replaces it without a copy.
-                    if edited {
-                        if let Some(c) = self.conflict_copy_of(ino, seen) {
-                            self.drop_copy(c, t, ch, fx);
-                        }
-                    } else {
-                        self.keep_tomb(ino, p, &nm, ch);
-                    }
+                    // removed), and the version it holds is kept in a
+                    // tomb, so that a newer concurrent edit replaces it
+                    // without a copy and brings the name back.
+                    self.keep_tomb(ino, p, &nm, ch);
+                    self.mark_relink(id, ch);
                 }
                 self.end_lost_claim(ino);
                 self.maybe_free(ino, ch);
@@ -906,7 +904,25 @@ impl Tree {
                     return;
                 }
                 if n.content == *replaces {
+                    // It may hold the version a remove of its last name
+                    // took while a concurrent link kept it: edit beats
+                    // delete, the name comes back (see below).
+                    let relink = self
+                        .tombs
+                        .get(id)
+                        .filter(|tb| {
+                            tb.relink
+                                && tb.kind() == NodeKind::File
+                                && tb.vstamp == n.vstamp
+                                && tb.content == n.content
+                        })
+                        .cloned();
                     self.set_version(ino, &remote, t, ch, fx);
+                    if let Some(tb) = relink {
+                        self.tombs.remove(id);
+                        ch.tomb(id, None);
+                        self.relink_removed(ino, &tb, t, ch, fx);
+                    }
                 } else if self.holds_removed_version(ino, &remote) {
                     // A remove took the version it holds while a move kept
                     // the file: a newer edit replaces that version without
@@ -915,7 +931,9 @@ impl Tree {
                         self.drop_copy(c, t, ch, fx);
                     }
                     self.set_version(ino, &remote, t, ch, fx);
-                    self.tombs.remove(id);
+                    if let Some(tb) = self.tombs.remove(id).filter(|tb| tb.relink) {
+                        self.relink_removed(ino, &tb, t, ch, fx);
+                    }
                     ch.tomb(id, None);
                 } else {
                     self.content_conflict(ino, remote, replaces, t, ch, fx);
@@ -1115,9 +1133,49 @@ impl Tree {
             // removed (see `holds_removed_version`).
             self.tombs.remove(id);
             ch.tomb(id, None);
+        } else if stamp.is_none() {
+            // Back for a link: a newer edit brings the removed name too.
+            self.mark_relink(id, ch);
         }
         self.place(np, name, ino, t, ch, fx);
         // Its untouched copies follow it there, as where it never went.
+        self.follow(ino, t, ch, fx);
+    }
+
+    /// Marks the tomb of live file `id` as one of a remove of its last
+    /// name met by a concurrent link (see [`Tomb::relink`]).
+    fn mark_relink(&mut self, id: &FileId, ch: &mut Changes) {
+        if let Some(tb) = self.tombs.get_mut(id) {
+            tb.relink = true;
+            ch.tomb(id, Some(tb));
+        }
+    }
+
+    /// A newer edit replaced the version of file `ino` that a remove of
+    /// its last name took while a concurrent link kept the file: edit
+    /// beats delete, so the removed name (`tomb`'s) comes back, as where
+    /// the edit came before the remove.
+    fn relink_removed(
+        &mut self,
+        ino: u64,
+        tomb: &Tomb,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let Some(p) = self.live_dir(&tomb.parent, t, ch, fx) else {
+            return;
+        };
+        if self.name_as(p, ino, &tomb.name).is_some() {
+            return;
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink += 1;
+            n.ctime = t;
+        }
+        self.persist(ino, ch);
+        fx.inodes.push(ino);
+        self.place(p, &tomb.name, ino, t, ch, fx);
         self.follow(ino, t, ch, fx);
     }
 
@@ -1570,13 +1628,14 @@ impl Tree {
 
     /// What orders node `c` among those sharing its conflict name, if it
     /// takes turns: an untouched conflict copy by the stamp of its version,
-    /// a node shown under a conflict name while it claims another by its
-    /// creation (the stamps its conflict names are made of).
+    /// a node shown under a conflict name while it claims another (a
+    /// hard-linked file too) by its creation (the stamps its conflict
+    /// names are made of).
     fn name_turn(&self, c: u64) -> Option<(Stamp, FileId)> {
         let x = self.nodes.get(&c)?;
         if self.untouched_copy(c) {
             Some((x.vstamp, x.id))
-        } else if x.stamps.want().is_some() && x.nlink <= 1 {
+        } else if x.stamps.want().is_some() {
             Some(((x.born, id_prefix(&x.id)), x.id))
         } else {
             None
