@@ -599,8 +599,11 @@ impl Tree {
                 name,
                 seen,
             } => {
-                // The remover took the file's last name (entries of builds
-                // before `Op::Unlink` count as such).
+                // The remover took the file's last name. Entries of builds
+                // before `Op::Unlink` count as such, also where they took
+                // one name of several: that name then stays where an edit
+                // the remover did not see came first (a mixed cluster may
+                // differ there), and the version it saw is kept in a tomb.
                 let last = matches!(e.op, Op::Remove { .. });
                 let Some((ino, n)) = self.node_of(id) else {
                     // Gone here already: the version the remover saw, if
