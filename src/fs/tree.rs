@@ -131,6 +131,11 @@ struct Rare {
     /// it follows (stored after the stamps: see [`Stored`]).
     #[serde(skip)]
     origin: Option<FileId>,
+    /// For an announced conflict copy: the stamp of the announcement that
+    /// placed the conflict name it was made with (stored after the origin:
+    /// see [`Stored`]); a newer one made elsewhere moves that name.
+    #[serde(skip)]
+    announced: Option<Stamp>,
 }
 
 impl Stamps {
@@ -178,6 +183,17 @@ impl Stamps {
         self.rare_mut().origin = Some(origin);
     }
 
+    /// The stamp of the announcement that placed this conflict copy's
+    /// conflict name.
+    pub fn announced(&self) -> Option<Stamp> {
+        self.rare.as_ref()?.announced
+    }
+
+    /// Records the announcement that placed this copy's conflict name.
+    pub fn set_announced(&mut self, stamp: Stamp) {
+        self.rare_mut().announced = Some(stamp);
+    }
+
     /// The name claimed while shown under a conflict name.
     pub fn want(&self) -> Option<&[u8]> {
         self.rare.as_ref()?.want.as_deref()
@@ -193,12 +209,14 @@ impl Stamps {
 
 /// The stored form of a node. V1 records (before stamps) load with zero
 /// stamps, which any change beats; V2 records (before conflict copies knew
-/// their origin) with none.
+/// their origin) with none; V3 records (before copies kept the stamp of
+/// their announcement) with none.
 #[derive(Deserialize)]
 enum Stored {
     V1(Node),
     V2(Node, Stamps),
     V3(Node, Stamps, Option<FileId>),
+    V4(Node, Stamps, Option<FileId>, Option<Stamp>),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
@@ -211,7 +229,10 @@ enum StoredRef<'a> {
     /// Only decoded, never written.
     #[allow(dead_code)]
     V2(&'a Node, &'a Stamps),
+    /// Only decoded, never written.
+    #[allow(dead_code)]
     V3(&'a Node, &'a Stamps, Option<FileId>),
+    V4(&'a Node, &'a Stamps, Option<FileId>, Option<Stamp>),
 }
 
 impl Node {
@@ -238,8 +259,13 @@ impl Node {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&StoredRef::V3(self, &self.stamps, self.stamps.origin()))
-            .unwrap_or_default()
+        postcard::to_allocvec(&StoredRef::V4(
+            self,
+            &self.stamps,
+            self.stamps.origin(),
+            self.stamps.announced(),
+        ))
+        .unwrap_or_default()
     }
 }
 
@@ -517,6 +543,16 @@ impl Tree {
                     }
                     n
                 }
+                Stored::V4(mut n, st, origin, announced) => {
+                    n.stamps = st;
+                    if let Some(o) = origin {
+                        n.stamps.set_origin(o);
+                    }
+                    if let Some(a) = announced {
+                        n.stamps.set_announced(a);
+                    }
+                    n
+                }
             };
             next_ino = next_ino.max(ino + 1);
             nodes.insert(ino, n);
@@ -632,7 +668,7 @@ impl Tree {
     /// Appends a journal entry to `ch` (for the first edit of a conflict
     /// copy, after the entry that announces the copy: see
     /// [`Tree::announce_copy`]).
-    pub fn journal(&self, ch: &mut Changes, hlc: u64, op: Op) {
+    pub fn journal(&mut self, ch: &mut Changes, hlc: u64, op: Op) {
         if let Op::Content { id, replaces, .. } = &op {
             if let Some(ino) = self.ino_of(id) {
                 self.announce_copy(ino, replaces, hlc, ch);

@@ -16,7 +16,9 @@
 //! - a conflict copy that a user edits, renames or links is announced
 //!   first (an [`Op::CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
-//!   it; from then on it is a file of its own that stays where it is (a
+//!   it (two nodes announcing it at different places: the newer
+//!   announcement places the conflict name it was made with); from then
+//!   on it is a file of its own that stays where it is (a
 //!   newer edit of it made elsewhere beats one made here as for any
 //!   file), still taking its file's mode and xattrs, also after a remove
 //!   of it and an edit bringing it back;
@@ -1423,6 +1425,15 @@ impl Tree {
     }
 }
 
+/// The last conflict part of `name` (`.conflict-<node>-<time>` and the
+/// extension, without a `~N` suffix), if it has one.
+fn conflict_tag(name: &[u8]) -> Option<&[u8]> {
+    let u = unsuffixed(name);
+    let pat = b".conflict-";
+    let at = u.windows(pat.len()).rposition(|w| w == pat)?;
+    Some(&u[at..])
+}
+
 /// What every conflict name of `name` starts with (see [`conflict_name`]).
 fn conflict_prefix(name: &[u8]) -> Vec<u8> {
     let mut out = stem_ext(name).0.to_vec();
@@ -1480,7 +1491,7 @@ impl Tree {
     /// rename, a link): tells the other nodes it exists, in an entry ahead
     /// of the change's own (see [`CopyMade`]). Returns whether it did.
     pub(super) fn announce_copy(
-        &self,
+        &mut self,
         ino: u64,
         held: &Option<Hash>,
         hlc: u64,
@@ -1508,16 +1519,21 @@ impl Tree {
             vstamp: self.stamp(hlc),
             attrs: KeptAttrs::of(n),
         };
-        ch.op(
-            hlc,
-            Op::CopyMade {
-                id: n.id,
-                parent: p.id,
-                name,
-                mode: n.perm,
-                copy: made.encode(),
-            },
-        );
+        let op = Op::CopyMade {
+            id: n.id,
+            parent: p.id,
+            name: name.clone(),
+            mode: n.perm,
+            copy: made.encode(),
+        };
+        ch.op(hlc, op);
+        if conflict_tag(&name).is_some() {
+            // It places the conflict name the copy was made with.
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.stamps.set_announced(made.vstamp);
+            }
+            self.persist(ino, ch);
+        }
         true
     }
 
@@ -1542,10 +1558,28 @@ impl Tree {
             let Some(n) = self.nodes.get(&ino) else {
                 return;
             };
-            if n.stamps.origin().is_none() || n.vstamp >= made.vstamp {
+            if n.stamps.origin().is_none() {
+                return;
+            }
+            // Announced here too, at another place (each node before its
+            // own change): the newer announcement places the conflict name
+            // the copy was made with, wherever that name went since.
+            let tagged = conflict_tag(name).is_some();
+            let placed = tagged && n.stamps.announced().is_some_and(|a| a < made.vstamp);
+            if n.vstamp >= made.vstamp {
+                if placed {
+                    if let Some(np) = self.live_dir(parent, t, ch, fx) {
+                        self.take_announced_name(ino, np, name, made.vstamp, t, ch, fx);
+                    }
+                }
                 return;
             }
             let following = self.untouched_copy(ino);
+            if tagged && n.stamps.announced().is_none_or(|a| a < made.vstamp) {
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.stamps.set_announced(made.vstamp);
+                }
+            }
             if let Some(n) = self.nodes.get_mut(&ino) {
                 // A copy edited here since holds a version of its own: the
                 // announcer's edit, that follows, meets it as a concurrent
@@ -1563,6 +1597,10 @@ impl Tree {
             ) else {
                 return;
             };
+            if placed && !following {
+                self.take_announced_name(ino, np, name, made.vstamp, t, ch, fx);
+                return;
+            }
             let Some(cur) = self.name_in(from, ino, name).filter(|_| following) else {
                 return;
             };
@@ -1597,6 +1635,56 @@ impl Tree {
         self.copies.entry(made.origin).or_default().push(ino);
         self.insert_node(ino, c, ch);
         self.place_copy(p, name, ino, t, ch, fx);
+    }
+
+    /// Moves the name of conflict copy `ino` that its announcement placed
+    /// (a conflict name with the same tag as `name`: links and renames give
+    /// others), wherever it is, to `name` in `np`, announced at `stamp`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_announced_name(
+        &mut self,
+        ino: u64,
+        np: u64,
+        name: &[u8],
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.set_announced(stamp);
+        }
+        self.persist(ino, ch);
+        let Some(tag) = conflict_tag(name) else {
+            return;
+        };
+        let found = self
+            .nodes
+            .iter()
+            .filter(|(_, d)| d.kind == NodeKind::Dir)
+            .flat_map(|(&d, dn)| {
+                dn.entries
+                    .iter()
+                    .filter(|(_, &i)| i == ino)
+                    .map(move |(k, _)| (d, k.clone()))
+            })
+            .filter(|(_, k)| conflict_tag(k) == Some(tag))
+            .min();
+        let Some((from, cur)) = found else {
+            return;
+        };
+        if (from == np && cur == name) || self.name_as(np, ino, name).is_some() {
+            return;
+        }
+        self.unlink_name(from, &cur, t, ch, fx);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = np;
+            n.ctime = t;
+        }
+        self.persist(ino, ch);
+        self.place_copy(np, name, ino, t, ch, fx);
+        self.give_back(from, &cur, t, ch, fx);
+        self.arrange(from, &cur, t, ch, fx);
     }
 
     /// Gives announced copy `ino` the name `name` it has where it was
