@@ -216,7 +216,7 @@ enum Stored {
     V1(Node),
     V2(Node, Stamps),
     V3(Node, Stamps, Option<FileId>),
-    V4(Node, Stamps, Option<FileId>, Option<Stamp>),
+    V4(Node, Stamps, Option<FileId>, Stamp),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
@@ -229,10 +229,10 @@ enum StoredRef<'a> {
     /// Only decoded, never written.
     #[allow(dead_code)]
     V2(&'a Node, &'a Stamps),
-    /// Only decoded, never written.
-    #[allow(dead_code)]
+    /// Written for nodes without an announcement stamp (all but announced
+    /// conflict copies), so that older builds still read them.
     V3(&'a Node, &'a Stamps, Option<FileId>),
-    V4(&'a Node, &'a Stamps, Option<FileId>, Option<Stamp>),
+    V4(&'a Node, &'a Stamps, Option<FileId>, Stamp),
 }
 
 impl Node {
@@ -259,13 +259,12 @@ impl Node {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&StoredRef::V4(
-            self,
-            &self.stamps,
-            self.stamps.origin(),
-            self.stamps.announced(),
-        ))
-        .unwrap_or_default()
+        let (st, origin) = (&self.stamps, self.stamps.origin());
+        let stored = match st.announced() {
+            Some(a) => StoredRef::V4(self, st, origin, a),
+            None => StoredRef::V3(self, st, origin),
+        };
+        postcard::to_allocvec(&stored).unwrap_or_default()
     }
 }
 
@@ -548,9 +547,7 @@ impl Tree {
                     if let Some(o) = origin {
                         n.stamps.set_origin(o);
                     }
-                    if let Some(a) = announced {
-                        n.stamps.set_announced(a);
-                    }
+                    n.stamps.set_announced(announced);
                     n
                 }
             };
