@@ -80,7 +80,9 @@ pub enum Op {
         /// Symlink target (empty otherwise).
         target: Vec<u8>,
     },
-    /// `name` in `parent` was removed (the node itself when it has no other name).
+    /// `name` in `parent` was removed: the node's last name where the
+    /// remover stood (one name of a file that keeps others is an
+    /// [`Op::Unlink`]; builds before it wrote this for both).
     Remove {
         /// Node removed.
         id: FileId,
@@ -161,6 +163,20 @@ pub enum Op {
         /// The tree's description of it (origin, version, stamps and
         /// attributes), which only the tree reads.
         copy: Vec<u8>,
+    },
+    /// One name of a file that keeps others where the remover stood (a
+    /// hard link's): `name` in `parent` was removed, the file stays. A
+    /// concurrent link elsewhere then tells a remove of the last name
+    /// (an [`Op::Remove`]) from this one.
+    Unlink {
+        /// File whose name was removed.
+        id: FileId,
+        /// Directory the name was in.
+        parent: FileId,
+        /// The name.
+        name: Vec<u8>,
+        /// The content version the remover saw.
+        seen: Option<Hash>,
     },
 }
 
@@ -352,6 +368,25 @@ mod tests {
         assert_eq!(s.verify(&key.verifying_key()).expect("verify"), e);
         s.entry[3] ^= 1;
         assert!(s.verify(&key.verifying_key()).is_err());
+    }
+
+    #[test]
+    fn ops_keep_their_numbers() {
+        // postcard writes the variant index first: variants only append.
+        let unlink = Op::Unlink {
+            id: FileId::ROOT,
+            parent: FileId::ROOT,
+            name: b"x".to_vec(),
+            seen: None,
+        };
+        assert_eq!(postcard::to_allocvec(&unlink).expect("encode")[0], 9);
+        let remove = Op::Remove {
+            id: FileId::ROOT,
+            parent: FileId::ROOT,
+            name: b"x".to_vec(),
+            seen: None,
+        };
+        assert_eq!(postcard::to_allocvec(&remove).expect("encode")[0], 1);
     }
 
     #[test]

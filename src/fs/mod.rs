@@ -286,7 +286,7 @@ impl ChanFs {
 
     /// Appends an entry that changes nothing in the tree (membership).
     pub fn record(&self, op: Op) -> R<()> {
-        let t = lock(&self.tree);
+        let mut t = lock(&self.tree);
         let mut ch = t.changes();
         t.journal(&mut ch, self.hlc.now(), op);
         drop(t);

@@ -131,6 +131,11 @@ struct Rare {
     /// it follows (stored after the stamps: see [`Stored`]).
     #[serde(skip)]
     origin: Option<FileId>,
+    /// For an announced conflict copy: the stamp of the announcement that
+    /// placed the conflict name it was made with (stored after the origin:
+    /// see [`Stored`]); a newer one made elsewhere moves that name.
+    #[serde(skip)]
+    announced: Option<Stamp>,
 }
 
 impl Stamps {
@@ -178,6 +183,17 @@ impl Stamps {
         self.rare_mut().origin = Some(origin);
     }
 
+    /// The stamp of the announcement that placed this conflict copy's
+    /// conflict name.
+    pub fn announced(&self) -> Option<Stamp> {
+        self.rare.as_ref()?.announced
+    }
+
+    /// Records the announcement that placed this copy's conflict name.
+    pub fn set_announced(&mut self, stamp: Stamp) {
+        self.rare_mut().announced = Some(stamp);
+    }
+
     /// The name claimed while shown under a conflict name.
     pub fn want(&self) -> Option<&[u8]> {
         self.rare.as_ref()?.want.as_deref()
@@ -193,12 +209,14 @@ impl Stamps {
 
 /// The stored form of a node. V1 records (before stamps) load with zero
 /// stamps, which any change beats; V2 records (before conflict copies knew
-/// their origin) with none.
+/// their origin) with none; V3 records (before copies kept the stamp of
+/// their announcement) with none.
 #[derive(Deserialize)]
 enum Stored {
     V1(Node),
     V2(Node, Stamps),
     V3(Node, Stamps, Option<FileId>),
+    V4(Node, Stamps, Option<FileId>, Stamp),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
@@ -211,7 +229,10 @@ enum StoredRef<'a> {
     /// Only decoded, never written.
     #[allow(dead_code)]
     V2(&'a Node, &'a Stamps),
+    /// Written for nodes without an announcement stamp (all but announced
+    /// conflict copies), so that older builds still read them.
     V3(&'a Node, &'a Stamps, Option<FileId>),
+    V4(&'a Node, &'a Stamps, Option<FileId>, Stamp),
 }
 
 impl Node {
@@ -238,8 +259,12 @@ impl Node {
     }
 
     fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(&StoredRef::V3(self, &self.stamps, self.stamps.origin()))
-            .unwrap_or_default()
+        let (st, origin) = (&self.stamps, self.stamps.origin());
+        let stored = match st.announced() {
+            Some(a) => StoredRef::V4(self, st, origin, a),
+            None => StoredRef::V3(self, st, origin),
+        };
+        postcard::to_allocvec(&stored).unwrap_or_default()
     }
 }
 
@@ -309,6 +334,12 @@ pub struct Tomb {
     /// back, as it would not have moved it.
     #[serde(skip)]
     pub place: Stamp,
+    /// Kept for a file that lives on under a name a concurrent link gave
+    /// it when a remove took its last name (stored after the place stamp;
+    /// false in older tombs): a newer edit that beats the remove brings
+    /// the removed name back, as where it came before the remove.
+    #[serde(skip)]
+    pub relink: bool,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -405,6 +436,7 @@ impl Tomb {
         b.extend(postcard::to_allocvec(&self.origin).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.special).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.place).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.relink).unwrap_or_default());
         b
     }
 
@@ -424,12 +456,13 @@ impl Tomb {
     /// Reads the fields stored after the size, time and kind, in order,
     /// as far as `rest` holds them.
     fn decode_later_fields(&mut self, rest: &[u8]) -> postcard::Result<()> {
-        let (r1, r2, r3, r4);
+        let (r1, r2, r3, r4, r5);
         (self.attrs, r1) = postcard::take_from_bytes(rest)?;
         (self.vstamp, r2) = postcard::take_from_bytes(r1)?;
         (self.origin, r3) = postcard::take_from_bytes(r2)?;
         (self.special, r4) = postcard::take_from_bytes(r3)?;
-        self.place = postcard::from_bytes(r4)?;
+        (self.place, r5) = postcard::take_from_bytes(r4)?;
+        self.relink = postcard::from_bytes(r5)?;
         Ok(())
     }
 }
@@ -507,6 +540,14 @@ impl Tree {
                     if let Some(o) = origin {
                         n.stamps.set_origin(o);
                     }
+                    n
+                }
+                Stored::V4(mut n, st, origin, announced) => {
+                    n.stamps = st;
+                    if let Some(o) = origin {
+                        n.stamps.set_origin(o);
+                    }
+                    n.stamps.set_announced(announced);
                     n
                 }
             };
@@ -624,7 +665,7 @@ impl Tree {
     /// Appends a journal entry to `ch` (for the first edit of a conflict
     /// copy, after the entry that announces the copy: see
     /// [`Tree::announce_copy`]).
-    pub fn journal(&self, ch: &mut Changes, hlc: u64, op: Op) {
+    pub fn journal(&mut self, ch: &mut Changes, hlc: u64, op: Op) {
         if let Op::Content { id, replaces, .. } = &op {
             if let Some(ino) = self.ino_of(id) {
                 self.announce_copy(ino, replaces, hlc, ch);
@@ -846,6 +887,7 @@ impl Tree {
             special: (!matches!(n.kind, NodeKind::File | NodeKind::Dir))
                 .then(|| (n.kind, n.target.clone())),
             place: n.stamps.place,
+            relink: false,
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -910,6 +952,7 @@ impl Tree {
             n.ctime = t;
         }
         self.bury(ino, parent, name, ch);
+        let op = self.remove_op(ino, id, pid, name, seen);
         self.end_lost_claim(ino);
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
@@ -921,16 +964,41 @@ impl Tree {
             tree.follow(ino, t, ch, fx);
             tree.settle_pending(parent, t, ch, fx);
         });
-        ch.op(
-            hlc,
+        ch.op(hlc, op);
+        Ok(ino)
+    }
+
+    /// The entry for the removal of `name` in `parent` (ids) of node
+    /// `ino`, just done: an [`Op::Unlink`] when it is a file that keeps
+    /// other names, else an [`Op::Remove`] (its last name).
+    fn remove_op(
+        &self,
+        ino: u64,
+        id: FileId,
+        parent: FileId,
+        name: &[u8],
+        seen: Option<Hash>,
+    ) -> Op {
+        let name = name.to_vec();
+        if self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind != NodeKind::Dir && n.nlink > 0)
+        {
+            Op::Unlink {
+                id,
+                parent,
+                name,
+                seen,
+            }
+        } else {
             Op::Remove {
                 id,
-                parent: pid,
-                name: name.to_vec(),
+                parent,
+                name,
                 seen,
-            },
-        );
-        Ok(ino)
+            }
+        }
     }
 
     /// Removes an empty directory.
@@ -1124,16 +1192,9 @@ impl Tree {
                 }
             }
             self.bury(d, newparent, newname, ch);
+            let op = self.remove_op(d, did, npid, newname, dseen);
             self.maybe_free(d, ch);
-            ch.op(
-                hlc,
-                Op::Remove {
-                    id: did,
-                    parent: npid,
-                    name: newname.to_vec(),
-                    seen: dseen,
-                },
-            );
+            ch.op(hlc, op);
         }
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.entries.remove(name);
@@ -1363,6 +1424,7 @@ mod tests {
             origin: Some(FileId([4; 16])),
             special: Some((NodeKind::Symlink, b"t".to_vec())),
             place: (8, [3; 8]),
+            relink: true,
         };
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
         let bytes = t.encode();
@@ -1371,6 +1433,10 @@ mod tests {
         assert_eq!((back.origin, &back.special), (t.origin, &t.special));
         assert_eq!((back.kind(), back.place), (NodeKind::Symlink, t.place));
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
+        assert!(back.relink);
+        let bytes = &bytes[..bytes.len() - 1];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!((older.place, older.relink), (t.place, false));
         let place_len = postcard::to_allocvec(&t.place).expect("encode").len();
         let bytes = &bytes[..bytes.len() - place_len];
         let older = Tomb::decode(bytes).expect("decode older");

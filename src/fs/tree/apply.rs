@@ -16,7 +16,9 @@
 //! - a conflict copy that a user edits, renames or links is announced
 //!   first (an [`Op::CopyMade`]), so that nodes that never
 //!   made it (they met its version after a newer one) or dropped it make
-//!   it; from then on it is a file of its own that stays where it is (a
+//!   it (two nodes announcing it at different places: the newer
+//!   announcement places the conflict name it was made with); from then
+//!   on it is a file of its own that stays where it is (a
 //!   newer edit of it made elsewhere beats one made here as for any
 //!   file), still taking its file's mode and xattrs, also after a remove
 //!   of it and an edit bringing it back;
@@ -24,7 +26,11 @@
 //!   see its current content leaves it in place (taking only the conflict
 //!   copy of the version it saw), an edit met after the remove brings the
 //!   file back with the edit; a link made concurrently with the remove of
-//!   a file's last name keeps the file under the link's name; a remove
+//!   a file's last name keeps the file under the link's name (where the
+//!   link came first the remove takes one name of two, and the version
+//!   it saw is kept in a tomb, as where the link brought the file back);
+//!   an edit the remove did not see beats it there too: the removed name
+//!   stays, or comes back with the edit, beside the link's; a remove
 //!   of a directory that still has children leaves it in place until it
 //!   empties, and a directory removed here comes back (with those above
 //!   it) when a change made elsewhere puts something in it, until it
@@ -588,7 +594,19 @@ impl Tree {
                 parent,
                 name,
                 seen,
+            }
+            | Op::Unlink {
+                id,
+                parent,
+                name,
+                seen,
             } => {
+                // The remover took the file's last name. Entries of builds
+                // before `Op::Unlink` count as such, also where they took
+                // one name of several: that name then stays where an edit
+                // the remover did not see came first (a mixed cluster may
+                // differ there), and the version it saw is kept in a tomb.
+                let last = matches!(e.op, Op::Remove { .. });
                 let Some((ino, n)) = self.node_of(id) else {
                     // Gone here already: the version the remover saw, if
                     // it lost a conflict here, goes with its copy.
@@ -601,8 +619,11 @@ impl Tree {
                     return;
                 };
                 // A name of a file that has others goes whatever its
-                // content: the content stays under them.
-                if n.kind == NodeKind::File && n.content != *seen && n.nlink <= 1 {
+                // content: the content stays under them. Not the last name
+                // where the remover stood, that a concurrent link's name
+                // kept company here: edit beats delete, as where the link
+                // came second.
+                if n.kind == NodeKind::File && n.content != *seen && (n.nlink <= 1 || last) {
                     // Edited meanwhile: it stays. The version the remover
                     // saw, if it lost a conflict here, goes with its copy
                     // (nodes that met the remove first never make it).
@@ -651,6 +672,20 @@ impl Tree {
                 }
                 fx.inodes.push(ino);
                 self.bury(ino, p, &nm, ch);
+                let kept = self
+                    .nodes
+                    .get(&ino)
+                    .is_some_and(|n| n.kind == NodeKind::File && n.nlink > 0);
+                if last && kept {
+                    // The remover took the last name: a concurrent link's
+                    // name keeps the file, as where the link came second
+                    // (it brings the file back holding the version
+                    // removed), and the version it holds is kept in a
+                    // tomb, so that a newer concurrent edit replaces it
+                    // without a copy and brings the name back.
+                    self.keep_tomb(ino, p, &nm, ch);
+                    self.mark_relink(id, ch);
+                }
                 self.end_lost_claim(ino);
                 self.maybe_free(ino, ch);
                 self.give_back(p, &nm, t, ch, fx);
@@ -874,7 +909,25 @@ impl Tree {
                     return;
                 }
                 if n.content == *replaces {
+                    // It may hold the version a remove of its last name
+                    // took while a concurrent link kept it: edit beats
+                    // delete, the name comes back (see below).
+                    let relink = self
+                        .tombs
+                        .get(id)
+                        .filter(|tb| {
+                            tb.relink
+                                && tb.kind() == NodeKind::File
+                                && tb.vstamp == n.vstamp
+                                && tb.content == n.content
+                        })
+                        .cloned();
                     self.set_version(ino, &remote, t, ch, fx);
+                    if let Some(tb) = relink {
+                        self.tombs.remove(id);
+                        ch.tomb(id, None);
+                        self.relink_removed(ino, &tb, t, ch, fx);
+                    }
                 } else if self.holds_removed_version(ino, &remote) {
                     // A remove took the version it holds while a move kept
                     // the file: a newer edit replaces that version without
@@ -883,7 +936,9 @@ impl Tree {
                         self.drop_copy(c, t, ch, fx);
                     }
                     self.set_version(ino, &remote, t, ch, fx);
-                    self.tombs.remove(id);
+                    if let Some(tb) = self.tombs.remove(id).filter(|tb| tb.relink) {
+                        self.relink_removed(ino, &tb, t, ch, fx);
+                    }
                     ch.tomb(id, None);
                 } else {
                     self.content_conflict(ino, remote, replaces, t, ch, fx);
@@ -1083,9 +1138,49 @@ impl Tree {
             // removed (see `holds_removed_version`).
             self.tombs.remove(id);
             ch.tomb(id, None);
+        } else if stamp.is_none() {
+            // Back for a link: a newer edit brings the removed name too.
+            self.mark_relink(id, ch);
         }
         self.place(np, name, ino, t, ch, fx);
         // Its untouched copies follow it there, as where it never went.
+        self.follow(ino, t, ch, fx);
+    }
+
+    /// Marks the tomb of live file `id` as one of a remove of its last
+    /// name met by a concurrent link (see [`Tomb::relink`]).
+    fn mark_relink(&mut self, id: &FileId, ch: &mut Changes) {
+        if let Some(tb) = self.tombs.get_mut(id) {
+            tb.relink = true;
+            ch.tomb(id, Some(tb));
+        }
+    }
+
+    /// A newer edit replaced the version of file `ino` that a remove of
+    /// its last name took while a concurrent link kept the file: edit
+    /// beats delete, so the removed name (`tomb`'s) comes back, as where
+    /// the edit came before the remove.
+    fn relink_removed(
+        &mut self,
+        ino: u64,
+        tomb: &Tomb,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        let Some(p) = self.live_dir(&tomb.parent, t, ch, fx) else {
+            return;
+        };
+        if self.name_as(p, ino, &tomb.name).is_some() {
+            return;
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink += 1;
+            n.ctime = t;
+        }
+        self.persist(ino, ch);
+        fx.inodes.push(ino);
+        self.place(p, &tomb.name, ino, t, ch, fx);
         self.follow(ino, t, ch, fx);
     }
 
@@ -1330,6 +1425,15 @@ impl Tree {
     }
 }
 
+/// The last conflict part of `name` (`.conflict-<node>-<time>` and the
+/// extension, without a `~N` suffix), if it has one.
+fn conflict_tag(name: &[u8]) -> Option<&[u8]> {
+    let u = unsuffixed(name);
+    let pat = b".conflict-";
+    let at = u.windows(pat.len()).rposition(|w| w == pat)?;
+    Some(&u[at..])
+}
+
 /// What every conflict name of `name` starts with (see [`conflict_name`]).
 fn conflict_prefix(name: &[u8]) -> Vec<u8> {
     let mut out = stem_ext(name).0.to_vec();
@@ -1387,7 +1491,7 @@ impl Tree {
     /// rename, a link): tells the other nodes it exists, in an entry ahead
     /// of the change's own (see [`CopyMade`]). Returns whether it did.
     pub(super) fn announce_copy(
-        &self,
+        &mut self,
         ino: u64,
         held: &Option<Hash>,
         hlc: u64,
@@ -1415,16 +1519,21 @@ impl Tree {
             vstamp: self.stamp(hlc),
             attrs: KeptAttrs::of(n),
         };
-        ch.op(
-            hlc,
-            Op::CopyMade {
-                id: n.id,
-                parent: p.id,
-                name,
-                mode: n.perm,
-                copy: made.encode(),
-            },
-        );
+        let op = Op::CopyMade {
+            id: n.id,
+            parent: p.id,
+            name: name.clone(),
+            mode: n.perm,
+            copy: made.encode(),
+        };
+        ch.op(hlc, op);
+        if conflict_tag(&name).is_some() {
+            // It places the conflict name the copy was made with.
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.stamps.set_announced(made.vstamp);
+            }
+            self.persist(ino, ch);
+        }
         true
     }
 
@@ -1449,10 +1558,28 @@ impl Tree {
             let Some(n) = self.nodes.get(&ino) else {
                 return;
             };
-            if n.stamps.origin().is_none() || n.vstamp >= made.vstamp {
+            if n.stamps.origin().is_none() {
+                return;
+            }
+            // Announced here too, at another place (each node before its
+            // own change): the newer announcement places the conflict name
+            // the copy was made with, wherever that name went since.
+            let tagged = conflict_tag(name).is_some();
+            let placed = tagged && n.stamps.announced().is_some_and(|a| a < made.vstamp);
+            if n.vstamp >= made.vstamp {
+                if placed {
+                    if let Some(np) = self.live_dir(parent, t, ch, fx) {
+                        self.take_announced_name(ino, np, name, made.vstamp, t, ch, fx);
+                    }
+                }
                 return;
             }
             let following = self.untouched_copy(ino);
+            if tagged && n.stamps.announced().is_none_or(|a| a < made.vstamp) {
+                if let Some(n) = self.nodes.get_mut(&ino) {
+                    n.stamps.set_announced(made.vstamp);
+                }
+            }
             if let Some(n) = self.nodes.get_mut(&ino) {
                 // A copy edited here since holds a version of its own: the
                 // announcer's edit, that follows, meets it as a concurrent
@@ -1470,6 +1597,10 @@ impl Tree {
             ) else {
                 return;
             };
+            if placed && !following {
+                self.take_announced_name(ino, np, name, made.vstamp, t, ch, fx);
+                return;
+            }
             let Some(cur) = self.name_in(from, ino, name).filter(|_| following) else {
                 return;
             };
@@ -1506,6 +1637,56 @@ impl Tree {
         self.place_copy(p, name, ino, t, ch, fx);
     }
 
+    /// Moves the name of conflict copy `ino` that its announcement placed
+    /// (a conflict name with the same tag as `name`: links and renames give
+    /// others), wherever it is, to `name` in `np`, announced at `stamp`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_announced_name(
+        &mut self,
+        ino: u64,
+        np: u64,
+        name: &[u8],
+        stamp: Stamp,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.stamps.set_announced(stamp);
+        }
+        self.persist(ino, ch);
+        let Some(tag) = conflict_tag(name) else {
+            return;
+        };
+        let found = self
+            .nodes
+            .iter()
+            .filter(|(_, d)| d.kind == NodeKind::Dir)
+            .flat_map(|(&d, dn)| {
+                dn.entries
+                    .iter()
+                    .filter(|(_, &i)| i == ino)
+                    .map(move |(k, _)| (d, k.clone()))
+            })
+            .filter(|(_, k)| conflict_tag(k) == Some(tag))
+            .min();
+        let Some((from, cur)) = found else {
+            return;
+        };
+        if (from == np && cur == name) || self.name_as(np, ino, name).is_some() {
+            return;
+        }
+        self.unlink_name(from, &cur, t, ch, fx);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = np;
+            n.ctime = t;
+        }
+        self.persist(ino, ch);
+        self.place_copy(np, name, ino, t, ch, fx);
+        self.give_back(from, &cur, t, ch, fx);
+        self.arrange(from, &cur, t, ch, fx);
+    }
+
     /// Gives announced copy `ino` the name `name` it has where it was
     /// announced: nodes taking turns for that conflict name make way (they
     /// take the next turns, as where the announced copy held the name when
@@ -1538,13 +1719,14 @@ impl Tree {
 
     /// What orders node `c` among those sharing its conflict name, if it
     /// takes turns: an untouched conflict copy by the stamp of its version,
-    /// a node shown under a conflict name while it claims another by its
-    /// creation (the stamps its conflict names are made of).
+    /// a node shown under a conflict name while it claims another (a
+    /// hard-linked file too) by its creation (the stamps its conflict
+    /// names are made of).
     fn name_turn(&self, c: u64) -> Option<(Stamp, FileId)> {
         let x = self.nodes.get(&c)?;
         if self.untouched_copy(c) {
             Some((x.vstamp, x.id))
-        } else if x.stamps.want().is_some() && x.nlink <= 1 {
+        } else if x.stamps.want().is_some() {
             Some(((x.born, id_prefix(&x.id)), x.id))
         } else {
             None
