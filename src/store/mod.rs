@@ -45,10 +45,6 @@ const JOURNAL: TableDefinition<(u32, &[u8], u64), &[u8]> = TableDefinition::new(
 /// redb page cache size.
 const REDB_CACHE: usize = 16 << 20;
 
-/// How long the committer waits for more changes to commit with the first
-/// one it got (see [`Committer::run`]).
-const LINGER: Duration = Duration::from_millis(2);
-
 /// Interval between durable commits when nobody asks for one.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -846,10 +842,6 @@ impl Committer {
             let mut stop = false;
             let mut next = first;
             let mut n = 0;
-            // Changes come one small batch at a time (a create, a write, a
-            // close): waiting a moment for the next ones makes one
-            // transaction of many, unless somebody waits for durability.
-            let linger_until = Instant::now() + LINGER;
             while let Some(m) = next {
                 match m {
                     Msg::Batch(b) => batches.push(b),
@@ -857,13 +849,8 @@ impl Committer {
                     Msg::Stop => stop = true,
                 }
                 n += 1;
-                next = if n >= 20_000 {
-                    None
-                } else if let Ok(m) = self.rx.try_recv() {
-                    Some(m)
-                } else if waiters.is_empty() && !stop && !batches.is_empty() {
-                    let left = linger_until.saturating_duration_since(Instant::now());
-                    self.rx.recv_timeout(left).ok()
+                next = if n < 20_000 {
+                    self.rx.try_recv().ok()
                 } else {
                     None
                 };
