@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::fs::ChanFs;
 use crate::journal::{FileId, Role};
 use crate::store::gc::{Compacted, Swept};
+use crate::store::manifest::Manifest;
 use crate::store::{ChannelRec, Hash, Store, Vv};
 
 /// How long the collector waits for busy open files before it gives up
@@ -98,7 +99,7 @@ impl Collector {
     ) -> Result<Option<Report>, crate::store::StoreError> {
         let run = store.gc_start();
         let mut report = Report::default();
-        let mut versions: Vec<(Hash, Option<Arc<crate::store::manifest::Manifest>>)> = Vec::new();
+        let mut versions: Vec<(Hash, Option<Arc<Manifest>>)> = Vec::new();
         let mut live: HashSet<Hash> = HashSet::new();
         let mut tombs_now = HashSet::new();
         for ch in chans {
@@ -145,7 +146,7 @@ impl Collector {
                 // Not here: a remote version none of whose chunks were
                 // fetched through it.
                 None => match store.manifest_bytes(&h)? {
-                    Some(b) => Arc::new(crate::store::manifest::Manifest::from_bytes(&b)?),
+                    Some(b) => Arc::new(Manifest::from_bytes(&b)?),
                     None => continue,
                 },
             };

@@ -538,6 +538,43 @@ impl Node {
     }
 }
 
+/// The collector's thread: a run `every` while something was committed
+/// since the last; while writes are refused for space, one as soon as a
+/// change the last run may have found too young (within the collector's
+/// grace) can be taken. Ends with the node.
+fn collect_while_running(
+    node: &std::sync::Weak<Node>,
+    mut commits: tokio::sync::watch::Receiver<u64>,
+    every: Duration,
+) {
+    let soon = 2 * crate::store::gc::GRACE + Duration::from_secs(1);
+    let mut last = Instant::now();
+    let mut changed: Option<Instant> = None;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if *lock(&node.stopping) {
+            return;
+        }
+        if commits.has_changed().unwrap_or(false) {
+            commits.mark_unchanged();
+            changed = Some(Instant::now());
+        }
+        let since_last = changed.is_some_and(|c| c > last);
+        let maybe_too_young = changed.is_some_and(|c| c + soon > last);
+        let due = (since_last && last.elapsed() >= every)
+            || (maybe_too_young && node.store.short_of_space() && last.elapsed() >= soon);
+        if due {
+            last = Instant::now();
+            if let Err(e) = node.collect() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
 /// Runs the node until its last mount goes. With `first`, mounts it before
 /// serving (foreground mode) and fails if that mount fails.
 /// With `serve`, the node stays up without mounts until a signal.
@@ -656,44 +693,11 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
     }
     let every = cfg.gc_interval.unwrap_or(60.0);
     if every > 0.0 {
-        let every = Duration::from_secs_f64(every);
-        // Soonest a run after a refused write (disk full) frees the chunks
-        // of files removed since: past the collector's grace.
-        let soon = 2 * crate::store::gc::GRACE + Duration::from_secs(1);
-        let node = Arc::downgrade(&node);
-        let mut commits = store.subscribe();
+        let (weak, every) = (Arc::downgrade(&node), Duration::from_secs_f64(every));
+        let commits = store.subscribe();
         std::thread::Builder::new()
             .name("chanfs-gc".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                let mut changed: Option<Instant> = None;
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                    let Some(node) = node.upgrade() else {
-                        return;
-                    };
-                    if *lock(&node.stopping) {
-                        return;
-                    }
-                    if commits.has_changed().unwrap_or(false) {
-                        commits.mark_unchanged();
-                        changed = Some(Instant::now());
-                    }
-                    // A change since the last run; or, while writes are
-                    // refused for space, one the last run may have found
-                    // too young to take.
-                    let new = changed.is_some_and(|c| c > last);
-                    let young = changed.is_some_and(|c| c + soon > last);
-                    let due = (new && last.elapsed() >= every)
-                        || (young && node.store.short_of_space() && last.elapsed() >= soon);
-                    if due {
-                        last = Instant::now();
-                        if let Err(e) = node.collect() {
-                            tracing::warn!("{e}");
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || collect_while_running(&weak, commits, every))?;
     }
     let started = Instant::now();
     let mut mounts = lock(&node.mounts);

@@ -84,7 +84,7 @@ fn full_disk_is_enospc_and_recoverable() {
     );
     // More than is free now: only the chunks the big file left in the
     // store can make room for it.
-    let left_behind = m.status()["stored_bytes"].as_u64().unwrap();
+    let left_behind = m.stored();
     assert!(
         left_behind >= 6 << 20,
         "the big file stored {left_behind} bytes"
@@ -99,7 +99,7 @@ fn full_disk_is_enospc_and_recoverable() {
     wait_for(
         60,
         "the collector to free the removed files' chunks",
-        || (m.status()["stored_bytes"].as_u64().unwrap() < 1 << 20).then_some(()),
+        || (m.stored() < 1 << 20).then_some(()),
     );
     for (i, d) in fill.iter().enumerate() {
         let mut f = fs::File::create(m.p(&format!("refill-{i}"))).unwrap();

@@ -11,23 +11,19 @@ use std::os::unix::fs::FileExt;
 
 use common::*;
 
-fn stored(m: &Mounted) -> u64 {
-    m.status()["stored_bytes"].as_u64().unwrap()
-}
-
 #[test]
 fn copies_dedup_and_small_edits_store_little() {
     let m = Mounted::new();
     let data = random_bytes(64 << 20, 5);
     fs::write(m.p("big"), &data).unwrap();
-    let s0 = stored(&m);
+    let s0 = m.stored();
     assert!(
         (64 << 20..(64 << 20) + (1 << 20)).contains(&s0),
         "stored {s0}"
     );
     // A copy inside the mount adds (almost) nothing.
     sh(&m.mnt, "cp big copy");
-    let s1 = stored(&m);
+    let s1 = m.stored();
     assert!(
         s1 - s0 <= (64 << 20) / 100,
         "copy stored {} new bytes",
@@ -37,7 +33,7 @@ fn copies_dedup_and_small_edits_store_little() {
     let f = OpenOptions::new().write(true).open(m.p("big")).unwrap();
     f.write_all_at(&random_bytes(4096, 6), 30 << 20).unwrap();
     drop(f);
-    let s2 = stored(&m);
+    let s2 = m.stored();
     assert!(
         s2 - s1 <= 512 << 10,
         "4 KiB edit stored {} new bytes",
@@ -51,7 +47,7 @@ fn copies_dedup_and_small_edits_store_little() {
     let mut ins = vec![b'!'];
     ins.extend_from_slice(&data);
     fs::write(m.p("copy"), &ins).unwrap();
-    let s3 = stored(&m);
+    let s3 = m.stored();
     assert!(
         s3 - s2 <= 1 << 20,
         "1-byte insert stored {} new bytes",
@@ -111,7 +107,7 @@ fn big_file_written_out_of_order_reads_back() {
     f.sync_all().unwrap();
     drop(f);
     assert!(fs::read(m.p("out-of-order")).unwrap() == expect);
-    let s = stored(&m);
+    let s = m.stored();
     assert!(
         s <= (size + (2 << 20)) as u64,
         "stored {s} bytes for {size}"
@@ -163,7 +159,7 @@ fn copy_file_range_shares_whole_files_and_copies_ranges() {
     let mut m = Mounted::new();
     let data = random_bytes(24 << 20, 31);
     fs::write(m.p("src.bin"), &data).unwrap();
-    let s0 = stored(&m);
+    let s0 = m.stored();
     let copy = |from: &str, off_in: i64, to: &str, off_out: i64, len: usize| -> usize {
         let fin = fs::File::open(m.p(from)).unwrap();
         let fout = OpenOptions::new()
@@ -191,7 +187,7 @@ fn copy_file_range_shares_whole_files_and_copies_ranges() {
         done
     };
     assert_eq!(copy("src.bin", 0, "whole.bin", 0, data.len()), data.len());
-    assert_eq!(stored(&m), s0, "a whole-file copy stored bytes");
+    assert_eq!(m.stored(), s0, "a whole-file copy stored bytes");
     assert!(fs::read(m.p("whole.bin")).unwrap() == data);
     // A range into the middle of a new file: zeros before it.
     let mib = 1 << 20;
@@ -331,7 +327,7 @@ fn writes_in_any_order_while_a_file_is_cut_read_back() {
     for (name, data) in &files {
         assert!(fs::read(m.p(name)).unwrap() == *data, "{name} differs");
     }
-    let s = stored(&m);
+    let s = m.stored();
     assert!(
         s <= (total + 8 * mib) as u64,
         "stored {s} bytes for {total}"
@@ -378,7 +374,7 @@ fn removing_and_overwriting_files_give_the_space_back() {
     fs::write(m.p("over"), &over).unwrap();
     fs::write(m.p("keep"), &keep).unwrap();
     sh(&m.mnt, "cp big copy");
-    let s0 = stored(&m);
+    let s0 = m.stored();
     assert!((56 << 20..58 << 20).contains(&s0), "stored {s0}");
     fs::remove_file(m.p("big")).unwrap();
     let f = OpenOptions::new().write(true).open(m.p("over")).unwrap();
@@ -394,7 +390,7 @@ fn removing_and_overwriting_files_give_the_space_back() {
     fs::remove_file(m.p("copy")).unwrap();
     let (_, mib) = gc(&m);
     assert!(mib >= 31.5, "freed {mib} MiB");
-    let s1 = stored(&m);
+    let s1 = m.stored();
     assert!((24 << 20..26 << 20).contains(&s1), "stored {s1}");
     let disk = pack_bytes(&m);
     assert!(disk < 27 << 20, "packs take {disk} bytes");
@@ -404,7 +400,7 @@ fn removing_and_overwriting_files_give_the_space_back() {
     m.mount(&[]);
     assert_eq!(fs::read(m.p("over")).unwrap(), over);
     assert_eq!(fs::read(m.p("keep")).unwrap(), keep);
-    assert_eq!(stored(&m), s1);
+    assert_eq!(m.stored(), s1);
 }
 
 /// Collections running every second while a big file is written slowly

@@ -685,10 +685,6 @@ fn killed_node_restarts_catches_up_and_loses_nothing_fsynced() {
     p.check_routed();
 }
 
-fn stored(m: &Mounted) -> u64 {
-    m.status()["stored_bytes"].as_u64().unwrap()
-}
-
 /// The garbage collector keeps a removed file's bytes while the other
 /// member may still bring the file back: B, cut off, moves a file it never
 /// read while A removes it, and A's `chanfs gc` keeps the bytes. When the
@@ -713,7 +709,7 @@ fn a_removed_file_keeps_its_bytes_until_the_other_member_saw_the_remove() {
     std::thread::sleep(Duration::from_secs(11));
     let out = chanfs_ok(&a.home, &["gc"]);
     assert!(out.contains("kept 1 removed file"), "A's gc: {out}");
-    assert!(stored(a) >= 4 << 20, "A stores {}", stored(a));
+    assert!(a.stored() >= 4 << 20, "A stores {}", a.stored());
 
     p.faults(|x| x.set_partitioned(false));
     put(&mut expected, "d/f.bin", &data);
@@ -725,6 +721,6 @@ fn a_removed_file_keeps_its_bytes_until_the_other_member_saw_the_remove() {
     });
     wait_for(CONVERGE_SECS, "A's gc to free the removed file", || {
         let out = chanfs_ok(&a.home, &["gc"]);
-        (stored(a) < 1 << 20).then_some(out)
+        (a.stored() < 1 << 20).then_some(out)
     });
 }

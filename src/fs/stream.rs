@@ -98,12 +98,10 @@ struct State {
     cancel: bool,
     /// The worker stopped (finished, cancelled or failed).
     stopped: bool,
-    /// The cut prefix, published when the worker stops.
+    /// The cut prefix so far (stored chunks, in order).
     made: Manifest,
     /// Bytes the worker took but did not store, published when it stops.
     held: Vec<u8>,
-    /// Chunks of the cut prefix so far, for the garbage collector.
-    refs: Vec<Hash>,
 }
 
 impl Default for State {
@@ -116,7 +114,6 @@ impl Default for State {
             stopped: false,
             made: Manifest::default(),
             held: Vec::new(),
-            refs: Vec::new(),
         }
     }
 }
@@ -139,13 +136,11 @@ impl Streamer {
         let worker = std::thread::Builder::new()
             .name("chanfs-cut".into())
             .spawn(move || {
-                let mut made = Manifest::default();
                 let mut held = Vec::new();
-                if let Err(e) = work(&sh, &store, &mut made, &mut held) {
+                if let Err(e) = work(&sh, &store, &mut held) {
                     tracing::debug!("stream stopped: {e}");
                 }
                 let mut st = lock(&sh.state);
-                st.made = made;
                 st.held = held;
                 st.stopped = true;
                 sh.wake.notify_all();
@@ -163,7 +158,11 @@ impl Streamer {
     /// The chunks the stream stored so far (the garbage collector keeps
     /// them).
     pub fn chunk_refs(&self) -> Vec<Hash> {
-        lock(&self.shared.state).refs.clone()
+        lock(&self.shared.state)
+            .made
+            .chunk_hashes()
+            .copied()
+            .collect()
     }
 
     /// End of the bytes the stream holds (pushed, not counting early ones).
@@ -330,45 +329,34 @@ fn store_steps(store: &Store, steps: mpsc::Receiver<Step>, done: mpsc::SyncSende
 
 /// The worker: takes queued bytes by steps, cuts them after the carried
 /// unfinished chunk, and has a second thread hash and store the finished
-/// chunks of one step while it cuts the next. Stored chunks go to `made`
-/// in order. Whatever it took but did not store is left in `held` (the
+/// chunks of one step while it cuts the next. Stored chunks go to the
+/// shared state's `made` in order. Whatever it took but did not store is left in `held` (the
 /// carry when it finishes; when a chunk could not be stored, every byte
 /// from that chunk on).
-fn work(
-    sh: &Shared,
-    store: &Arc<Store>,
-    made: &mut Manifest,
-    held: &mut Vec<u8>,
-) -> io::Result<()> {
+fn work(sh: &Shared, store: &Arc<Store>, held: &mut Vec<u8>) -> io::Result<()> {
     let (to_store, steps) = mpsc::sync_channel::<Step>(1);
     let (done, stored) = mpsc::sync_channel::<(Step, Stored)>(1);
     let st2 = store.clone();
     let storer = std::thread::Builder::new()
         .name("chanfs-store".into())
         .spawn(move || store_steps(&st2, steps, done))?;
-    let r = cut_steps(sh, &to_store, &stored, made, held);
+    let r = cut_steps(sh, &to_store, &stored, held);
     drop(to_store);
     let _ = storer.join();
     r
 }
 
 /// Takes back the step being stored: its extents go to `made`, its buffer
-/// back to the queue's spare. On a failed store, `held` gets the bytes
+/// back to the queue's spare (both in the shared state). On a failed store, `held` gets the bytes
 /// from the failed chunk on, to the end of the step's chunks.
 fn take_back(
     sh: &Shared,
     stored: &mpsc::Receiver<(Step, Stored)>,
-    made: &mut Manifest,
     held: &mut Vec<u8>,
 ) -> io::Result<()> {
     let (step, (extents, failed)) = stored
         .recv()
         .map_err(|_| io::Error::other("the storing thread stopped"))?;
-    let hashes: Vec<Hash> = extents.iter().filter_map(|x| x.hash).collect();
-    for x in extents {
-        made.push(x);
-    }
-    lock(&sh.state).refs.extend(hashes);
     let r = match failed {
         Some((i, e)) => {
             let from = step.chunks.get(i).map_or(step.consumed(), |c| c.0);
@@ -377,7 +365,11 @@ fn take_back(
         }
         None => Ok(()),
     };
-    lock(&sh.state).spare = step.buf;
+    let mut st = lock(&sh.state);
+    for x in extents {
+        st.made.push(x);
+    }
+    st.spare = step.buf;
     r
 }
 
@@ -385,7 +377,6 @@ fn cut_steps(
     sh: &Shared,
     to_store: &mpsc::SyncSender<Step>,
     stored: &mpsc::Receiver<(Step, Stored)>,
-    made: &mut Manifest,
     held: &mut Vec<u8>,
 ) -> io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
@@ -421,7 +412,7 @@ fn cut_steps(
         carry.clear();
         carry.extend_from_slice(&step.data()[step.consumed()..]);
         if in_flight {
-            if let Err(e) = take_back(sh, stored, made, held) {
+            if let Err(e) = take_back(sh, stored, held) {
                 // This step starts with the previous one's carry.
                 held.extend_from_slice(step.data());
                 return Err(e);
@@ -432,7 +423,7 @@ fn cut_steps(
         }
         in_flight = true;
         if last {
-            let r = take_back(sh, stored, made, held);
+            let r = take_back(sh, stored, held);
             held.extend_from_slice(&carry);
             return r;
         }

@@ -23,9 +23,7 @@ use super::pack::{Loc, Packs, HEADER_LEN};
 use super::{Hash, Mut, Store, StoreError};
 
 /// A pack is rewritten once half of it is garbage (each byte copied frees
-/// at least one)…
-const DEAD_HALVES: u64 = 1;
-/// …and at least this many bytes.
+/// at least one) and at least this many bytes.
 const DEAD_MIN: u64 = 1 << 20;
 /// Bytes copied per batch while compacting.
 const COPY_BATCH: usize = 4 << 20;
@@ -118,13 +116,13 @@ impl Young {
     }
 }
 
-/// Removes the packs no index entry names (except the newest, which
-/// appends go to): leftovers of a compaction cut short by a crash.
+/// Removes the packs no index entry names (`named`: the packs the index
+/// names), except the newest, which appends go to: leftovers of a
+/// compaction cut short by a crash.
 pub(super) fn remove_unreferenced_packs(
     packs: &Packs,
-    chunks: &HashMap<Hash, Loc>,
+    named: &HashSet<u32>,
 ) -> Result<(), StoreError> {
-    let named: HashSet<u32> = chunks.values().map(|l| l.pack).collect();
     let writer = packs.writer_id()?;
     for (id, _) in packs.list()? {
         if id < writer && !named.contains(&id) {
@@ -179,26 +177,19 @@ impl Store {
     /// against its hash on the way; one that fails is dropped and logged),
     /// the index names their new places durably, then the pack is removed.
     pub fn compact(&self) -> Result<Compacted, StoreError> {
+        let packs = self.packs.list()?;
         let mut out = Compacted {
-            disk_before: self.packs.disk_bytes(),
+            disk_before: packs.iter().map(|(_, size)| size).sum(),
             ..Compacted::default()
         };
-        let mut live: HashMap<u32, (u64, Vec<(Hash, Loc)>)> = HashMap::new();
-        for (h, loc) in self
-            .chunks
-            .read()
-            .map_err(|_| StoreError::Stopped("lock poisoned".into()))?
-            .iter()
-        {
-            let e = live.entry(loc.pack).or_default();
-            e.0 += HEADER_LEN + u64::from(loc.len);
-            e.1.push((*h, *loc));
+        let mut used: HashMap<u32, u64> = HashMap::new();
+        for loc in self.index()?.values() {
+            *used.entry(loc.pack).or_default() += HEADER_LEN + u64::from(loc.len);
         }
         let mut writer = self.packs.writer_id()?;
-        for (id, size) in self.packs.list()? {
-            let (used, mut chunks) = live.remove(&id).unwrap_or_default();
-            let dead = size.saturating_sub(used);
-            if dead < DEAD_MIN || dead * 2 < size * DEAD_HALVES {
+        for (id, size) in packs {
+            let dead = size.saturating_sub(used.get(&id).copied().unwrap_or(0));
+            if dead < DEAD_MIN || dead * 2 < size {
                 continue;
             }
             if id == writer {
@@ -208,6 +199,12 @@ impl Store {
                     continue;
                 }
             }
+            let mut chunks: Vec<(Hash, Loc)> = self
+                .index()?
+                .iter()
+                .filter(|(_, l)| l.pack == id)
+                .map(|(h, l)| (*h, *l))
+                .collect();
             chunks.sort_unstable_by_key(|(_, l)| l.offset);
             out.moved += self.move_chunks(&chunks)?;
             // The new places are durable before the old ones go.
@@ -217,6 +214,13 @@ impl Store {
         }
         out.disk_after = self.packs.disk_bytes();
         Ok(out)
+    }
+
+    /// The chunk index, read.
+    fn index(&self) -> Result<std::sync::RwLockReadGuard<'_, HashMap<Hash, Loc>>, StoreError> {
+        self.chunks
+            .read()
+            .map_err(|_| StoreError::Stopped("lock poisoned".into()))
     }
 
     /// Copies chunks to the newest pack and points the index at the

@@ -263,6 +263,7 @@ impl Store {
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)?;
         let mut chunks = HashMap::new();
+        let mut named_packs = std::collections::HashSet::new();
         let mut stored = 0u64;
         let mut vv: HashMap<u32, Vv> = HashMap::new();
         let mut heads = HashMap::new();
@@ -287,6 +288,7 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt("chunk key".into()))?;
                 let loc: Loc = postcard::from_bytes(v.value())?;
                 stored += u64::from(loc.len);
+                named_packs.insert(loc.pack);
                 chunks.insert(hash, loc);
             }
             for item in r.open_table(JOURNAL)?.iter()? {
@@ -309,7 +311,7 @@ impl Store {
                 }
             }
         }
-        gc::remove_unreferenced_packs(&packs, &chunks)?;
+        gc::remove_unreferenced_packs(&packs, &named_packs)?;
         let counters = Arc::new(Counters::default());
         counters.journal.store(journal_len, Ordering::Relaxed);
         let seqs = vv

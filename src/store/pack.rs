@@ -74,6 +74,15 @@ fn pack_path(dir: &Path, id: u32) -> PathBuf {
     dir.join(format!("pack-{id:06}.dat"))
 }
 
+/// The number of the pack file called `name` (`pack-NNNNNN.dat`).
+fn pack_id(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()?
+        .strip_prefix("pack-")?
+        .strip_suffix(".dat")?
+        .parse()
+        .ok()
+}
+
 fn open_pack(dir: &Path, id: u32) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -90,13 +99,7 @@ impl Packs {
         std::fs::create_dir_all(dir)?;
         let mut newest = 0u32;
         for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(n) = name
-                .strip_prefix("pack-")
-                .and_then(|s| s.strip_suffix(".dat"))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(n) = pack_id(&entry?.file_name()) {
                 newest = newest.max(n);
             }
         }
@@ -121,27 +124,36 @@ impl Packs {
 
     /// The writer, on a new pack when the current one is full.
     fn writer(&self) -> io::Result<std::sync::MutexGuard<'_, Writer>> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?;
+        let mut w = self.locked()?;
         if w.len >= PACK_LIMIT {
-            let id = w.id + 1;
-            let file = Arc::new(open_pack(&self.dir, id)?);
-            self.readers
-                .write()
-                .map_err(|_| io::Error::other("pack lock poisoned"))?
-                .insert(id, file.clone());
-            let batch = std::mem::take(&mut w.batch);
-            *w = Writer {
-                id,
-                file,
-                len: 0,
-                direct: open_direct(&self.dir, id),
-                batch,
-            };
+            self.start_next(&mut w)?;
         }
         Ok(w)
+    }
+
+    fn locked(&self) -> io::Result<std::sync::MutexGuard<'_, Writer>> {
+        self.writer
+            .lock()
+            .map_err(|_| io::Error::other("pack lock poisoned"))
+    }
+
+    /// Moves appends on to a new pack after the current one.
+    fn start_next(&self, w: &mut Writer) -> io::Result<()> {
+        let id = w.id + 1;
+        let file = Arc::new(open_pack(&self.dir, id)?);
+        self.readers
+            .write()
+            .map_err(|_| io::Error::other("pack lock poisoned"))?
+            .insert(id, file.clone());
+        let batch = std::mem::take(&mut w.batch);
+        *w = Writer {
+            id,
+            file,
+            len: 0,
+            direct: open_direct(&self.dir, id),
+            batch,
+        };
+        Ok(())
     }
 
     /// Appends chunks with one write that bypasses the page cache where
@@ -271,25 +283,17 @@ impl Packs {
 
     /// The pack appends go to.
     pub fn writer_id(&self) -> io::Result<u32> {
-        Ok(self
-            .writer
-            .lock()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?
-            .id)
+        Ok(self.locked()?.id)
     }
 
     /// Closes the pack appends go to (unless it is empty) and starts the
     /// next, so that the closed one can be compacted.
     pub fn roll(&self) -> io::Result<()> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?;
+        let mut w = self.locked()?;
         if w.len > 0 {
-            w.len = PACK_LIMIT;
+            self.start_next(&mut w)?;
         }
-        drop(w);
-        self.writer().map(drop)
+        Ok(())
     }
 
     /// Every pack file: (number, size in bytes).
@@ -297,13 +301,7 @@ impl Packs {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
-            let name = entry.file_name();
-            if let Some(n) = name
-                .to_string_lossy()
-                .strip_prefix("pack-")
-                .and_then(|s| s.strip_suffix(".dat"))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(n) = pack_id(&entry.file_name()) {
                 out.push((n, entry.metadata()?.len()));
             }
         }

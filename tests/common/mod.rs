@@ -107,6 +107,11 @@ impl Mounted {
         serde_json::from_str(&chanfs_ok(&self.home, &["status", "--json"])).unwrap()
     }
 
+    /// Bytes of distinct chunks the node stores (`status`).
+    pub fn stored(&self) -> u64 {
+        self.status()["stored_bytes"].as_u64().unwrap()
+    }
+
     /// A path inside the mount.
     pub fn p(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)

@@ -817,15 +817,7 @@ impl Tree {
                 if self.name_in(p, ino, name).as_deref() == Some(name.as_slice()) {
                     return;
                 }
-                if let Some(n) = self.nodes.get_mut(&ino) {
-                    n.nlink += 1;
-                    n.ctime = t;
-                }
-                self.persist(ino, ch);
-                fx.inodes.push(ino);
-                self.place(p, name, ino, t, ch, fx);
-                // Its copies go by its names, the new one too.
-                self.follow(ino, t, ch, fx);
+                self.add_name(ino, p, name, t, ch, fx);
             }
             Op::SetAttr { id, attr } => {
                 let stamp = (e.hlc, author);
@@ -1174,13 +1166,28 @@ impl Tree {
         if self.name_as(p, ino, &tomb.name).is_some() {
             return;
         }
+        self.add_name(ino, p, &tomb.name, t, ch, fx);
+    }
+
+    /// Gives file `ino` one more name, `name` in directory `p` (a conflict
+    /// name where it is taken); its copies go by its names, the new one
+    /// too.
+    fn add_name(
+        &mut self,
+        ino: u64,
+        p: u64,
+        name: &[u8],
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlink += 1;
             n.ctime = t;
         }
         self.persist(ino, ch);
         fx.inodes.push(ino);
-        self.place(p, &tomb.name, ino, t, ch, fx);
+        self.place(p, name, ino, t, ch, fx);
         self.follow(ino, t, ch, fx);
     }
 
