@@ -1,6 +1,8 @@
 //! Cutting a new file while it is written front to back: the bytes appended
-//! at its end go to a worker thread that cuts, hashes and stores them, so
-//! the second core works while the first copies, and a close or `fsync` of
+//! at its end go to a pipeline of three threads (one cuts, one hashes the
+//! chunks cut before, one writes those hashed before to the pack, waiting
+//! for the disk while the others work), so the second core works while
+//! the first copies, and a close or `fsync` of
 //! a large new file has only its last chunk left to cut. Chunk boundaries
 //! are the ones a cut of the whole file gives (fastcdc restarts at each
 //! boundary; the worker never emits the last, unfinished chunk it holds).
@@ -294,25 +296,53 @@ impl Step {
     }
 }
 
-/// What the storing thread made of a step: its extents, and the chunk it
+/// What the storing threads made of a step: its extents, and the chunk it
 /// failed at (index, error), if any.
 type Stored = (Vec<Extent>, Option<(usize, io::Error)>);
 
-/// Hashes and stores the chunks of each step it is given, in order.
-fn store_steps(store: &Store, steps: mpsc::Receiver<Step>, done: mpsc::SyncSender<(Step, Stored)>) {
+/// A hashed step on its way to the pack: its extents, and the chunks to
+/// store (index in the step, hash).
+type Hashed = (Step, Vec<Extent>, Vec<(usize, Hash)>);
+
+/// Steps in the storing threads at once (one hashed, one written).
+const DEPTH: usize = 2;
+
+/// Hashes the chunks of each step it is given, in order.
+fn hash_steps(steps: mpsc::Receiver<Step>, out: mpsc::SyncSender<Hashed>) {
     for step in steps {
         let data = step.data();
         let mut made = Vec::with_capacity(step.chunks.len());
         let mut put = Vec::with_capacity(step.chunks.len());
-        for &(off, len) in &step.chunks {
-            let bytes = &data[off..off + len];
-            let x = chunker::extent_of(bytes, |h, _| {
-                put.push((*h, bytes));
+        for (i, &(off, len)) in step.chunks.iter().enumerate() {
+            let x = chunker::extent_of(&data[off..off + len], |h, _| {
+                put.push((i, *h));
                 Ok(())
             });
             made.extend(x.ok());
         }
-        // One batch per step; on failure the whole step is held.
+        if out.send((step, made, put)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Stores the hashed chunks of each step it is given, in order, one batch
+/// per step (the pack write waits for the disk while the next step is
+/// hashed); on failure the whole step is held.
+fn write_steps(
+    store: &Store,
+    steps: mpsc::Receiver<Hashed>,
+    done: mpsc::SyncSender<(Step, Stored)>,
+) {
+    for (step, mut made, put) in steps {
+        let data = step.data();
+        let put: Vec<(Hash, &[u8])> = put
+            .iter()
+            .map(|&(i, h)| {
+                let (off, len) = step.chunks[i];
+                (h, &data[off..off + len])
+            })
+            .collect();
         let failed = match store.put_chunks(&put) {
             Ok(()) => None,
             Err(e) => {
@@ -328,27 +358,33 @@ fn store_steps(store: &Store, steps: mpsc::Receiver<Step>, done: mpsc::SyncSende
 }
 
 /// The worker: takes queued bytes by steps, cuts them after the carried
-/// unfinished chunk, and has a second thread hash and store the finished
-/// chunks of one step while it cuts the next. Stored chunks go to the
-/// shared state's `made` in order. Whatever it took but did not store is left in `held` (the
-/// carry when it finishes; when a chunk could not be stored, every byte
-/// from that chunk on).
+/// unfinished chunk, and has two more threads hash and store the finished
+/// chunks of earlier steps while it cuts the next. Stored chunks go to the
+/// shared state's `made` in order. Whatever it took but did not store is
+/// left in `held` (the carry when it finishes; when a chunk could not be
+/// stored, every byte from that chunk on).
 fn work(sh: &Shared, store: &Arc<Store>, held: &mut Vec<u8>) -> io::Result<()> {
-    let (to_store, steps) = mpsc::sync_channel::<Step>(1);
-    let (done, stored) = mpsc::sync_channel::<(Step, Stored)>(1);
+    let (to_hash, steps) = mpsc::sync_channel::<Step>(1);
+    let (to_write, hashed) = mpsc::sync_channel::<Hashed>(1);
+    let (done, stored) = mpsc::sync_channel::<(Step, Stored)>(DEPTH);
     let st2 = store.clone();
-    let storer = std::thread::Builder::new()
+    let hasher = std::thread::Builder::new()
+        .name("chanfs-hash".into())
+        .spawn(move || hash_steps(steps, to_write))?;
+    let writer = std::thread::Builder::new()
         .name("chanfs-store".into())
-        .spawn(move || store_steps(&st2, steps, done))?;
-    let r = cut_steps(sh, &to_store, &stored, held);
-    drop(to_store);
-    let _ = storer.join();
+        .spawn(move || write_steps(&st2, hashed, done))?;
+    let r = cut_steps(sh, &to_hash, &stored, held);
+    drop(to_hash);
+    let _ = hasher.join();
+    let _ = writer.join();
     r
 }
 
-/// Takes back the step being stored: its extents go to `made`, its buffer
-/// back to the queue's spare (both in the shared state). On a failed store, `held` gets the bytes
-/// from the failed chunk on, to the end of the step's chunks.
+/// Takes back the oldest step being stored: its extents go to `made`, its
+/// buffer back to the queue's spare (both in the shared state). On a
+/// failed store, `held` gets the bytes from the failed chunk on, to the
+/// end of the step's chunks.
 fn take_back(
     sh: &Shared,
     stored: &mpsc::Receiver<(Step, Stored)>,
@@ -373,6 +409,18 @@ fn take_back(
     r
 }
 
+/// After a failed store: takes back the `n` later steps in flight, their
+/// chunks' bytes going to `held` (each starts with the carry of the one
+/// before, so `held` stays contiguous), whatever became of them.
+fn give_up(stored: &mpsc::Receiver<(Step, Stored)>, n: usize, held: &mut Vec<u8>) {
+    for _ in 0..n {
+        let Ok((step, _)) = stored.recv() else {
+            return;
+        };
+        held.extend_from_slice(&step.data()[..step.consumed()]);
+    }
+}
+
 fn cut_steps(
     sh: &Shared,
     to_store: &mpsc::SyncSender<Step>,
@@ -380,7 +428,7 @@ fn cut_steps(
     held: &mut Vec<u8>,
 ) -> io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
-    let mut in_flight = false;
+    let mut in_flight = 0;
     loop {
         let (mut buf, last) = {
             let mut st = lock(&sh.state);
@@ -411,8 +459,10 @@ fn cut_steps(
         let step = Step { buf, from, chunks };
         carry.clear();
         carry.extend_from_slice(&step.data()[step.consumed()..]);
-        if in_flight {
+        if in_flight == DEPTH {
+            in_flight -= 1;
             if let Err(e) = take_back(sh, stored, held) {
+                give_up(stored, in_flight, held);
                 // This step starts with the previous one's carry.
                 held.extend_from_slice(step.data());
                 return Err(e);
@@ -421,11 +471,18 @@ fn cut_steps(
         if to_store.send(step).is_err() {
             return Err(io::Error::other("the storing thread stopped"));
         }
-        in_flight = true;
+        in_flight += 1;
         if last {
-            let r = take_back(sh, stored, held);
+            while in_flight > 0 {
+                in_flight -= 1;
+                if let Err(e) = take_back(sh, stored, held) {
+                    give_up(stored, in_flight, held);
+                    held.extend_from_slice(&carry);
+                    return Err(e);
+                }
+            }
             held.extend_from_slice(&carry);
-            return r;
+            return Ok(());
         }
     }
 }
