@@ -1,5 +1,6 @@
-//! The node's garbage collector: finds which stored chunks every channel
-//! still needs, has the store drop the rest and rewrite packs that became
+//! The node's garbage collector: finds which stored chunks and file
+//! versions (manifests) every channel still needs, has the store drop the
+//! rest and rewrite packs that became
 //! mostly garbage, so that removing or overwriting files gives disk space
 //! back. It runs every `gc_interval` seconds while anything changed (config,
 //! default 60; 0 turns it off) and on `chanfs gc`.
@@ -23,7 +24,7 @@ use crate::fs::ChanFs;
 use crate::journal::{FileId, Role};
 use crate::store::gc::{Compacted, Swept};
 use crate::store::manifest::Manifest;
-use crate::store::{ChannelRec, Hash, Store, Vv};
+use crate::store::{covers, ChannelRec, Hash, Store, Vv};
 
 /// How long the collector waits for busy open files before it gives up
 /// (and tries again next time).
@@ -46,9 +47,10 @@ impl std::fmt::Display for Report {
         const MIB: f64 = 1048576.0;
         write!(
             f,
-            "freed {} chunks ({:.1} MiB); packs rewritten {}, on disk {:.1} -> {:.1} MiB",
+            "freed {} chunks ({:.1} MiB) and {} file versions; packs rewritten {}, on disk {:.1} -> {:.1} MiB",
             self.swept.chunks,
             self.swept.bytes as f64 / MIB,
+            self.swept.manifests,
             self.compacted.packs,
             self.compacted.disk_before as f64 / MIB,
             self.compacted.disk_after as f64 / MIB,
@@ -78,12 +80,6 @@ pub struct Collector {
     /// Each tombstone with content: this node's version vector when the
     /// collector first saw it (which covers its remove).
     seen: HashMap<(u32, FileId), Arc<Vv>>,
-}
-
-/// True when `a` holds everything `b` holds.
-fn covers(a: &Vv, b: &Vv) -> bool {
-    b.iter()
-        .all(|(author, seq)| a.get(author).copied().unwrap_or(0) >= *seq)
 }
 
 impl Collector {
@@ -152,7 +148,7 @@ impl Collector {
             };
             live.extend(m.chunk_hashes().copied());
         }
-        report.swept = store.sweep(&run, &live)?;
+        report.swept = store.sweep(&run, &live, &done)?;
         drop(run);
         report.compacted = store.compact()?;
         Ok(Some(report))

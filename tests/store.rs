@@ -350,20 +350,23 @@ fn pack_bytes(m: &Mounted) -> u64 {
         .sum()
 }
 
-/// `chanfs gc`, returning the chunks and MiB it says it freed.
-fn gc(m: &Mounted) -> (u64, f64) {
+/// `chanfs gc`, returning the chunks, MiB and file versions it says it
+/// freed.
+fn gc(m: &Mounted) -> (u64, f64, u64) {
     let out = chanfs_ok(&m.home, &["gc"]);
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words[0], "freed", "{out}");
+    assert_eq!(words[7..9], ["file", "versions;"], "{out}");
     let chunks = words[1].parse().unwrap();
     let mib = words[3].trim_start_matches('(').parse().unwrap();
-    (chunks, mib)
+    (chunks, mib, words[6].parse().unwrap())
 }
 
 /// Removing a file and overwriting part of another give their space back
 /// at the next collection (`chanfs gc`), once the chunks are older than
-/// the collector's few seconds of grace; chunks another file still shares
-/// stay; what is left reads back byte for byte, also after a remount.
+/// the collector's few seconds of grace (the chunks and the versions'
+/// manifests); chunks another file still shares stay; what is left reads
+/// back byte for byte, also after a remount.
 #[test]
 fn removing_and_overwriting_files_give_the_space_back() {
     let mut m = Mounted::new();
@@ -384,12 +387,16 @@ fn removing_and_overwriting_files_give_the_space_back() {
     over[6 << 20..7 << 20].copy_from_slice(&patch);
     // Past the grace (5 to 10 s) of chunks just stored.
     std::thread::sleep(std::time::Duration::from_secs(11));
-    let (chunks, mib) = gc(&m);
+    // The old version of "over" goes; the removed file's version is the
+    // copy's too (same bytes, same manifest) and stays.
+    let (chunks, mib, versions) = gc(&m);
     assert!(chunks > 0 && mib < 3.0, "freed {chunks} chunks, {mib} MiB");
+    assert_eq!(versions, 1, "file versions freed");
     assert_eq!(fs::read(m.p("copy")).unwrap(), big, "shared chunks kept");
     fs::remove_file(m.p("copy")).unwrap();
-    let (_, mib) = gc(&m);
+    let (_, mib, versions) = gc(&m);
     assert!(mib >= 31.5, "freed {mib} MiB");
+    assert_eq!(versions, 1, "file versions freed");
     let s1 = m.stored();
     assert!((24 << 20..26 << 20).contains(&s1), "stored {s1}");
     let disk = pack_bytes(&m);

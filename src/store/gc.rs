@@ -1,6 +1,7 @@
-//! Garbage collection of chunks: the store's side. The caller (the node's
-//! collector, `crate::gc`) says which chunks are live; the store drops the
-//! others from its index ([`Store::sweep`]) and rewrites the packs that
+//! Garbage collection of chunks and manifests: the store's side. The
+//! caller (the node's collector, `crate::gc`) says which chunks and
+//! manifests are live; the store drops the others ([`Store::sweep`]) and
+//! rewrites the packs that
 //! became mostly garbage ([`Store::compact`]), so that the disk space of
 //! removed and overwritten files comes back.
 //!
@@ -9,7 +10,9 @@
 //! never taken by it, whatever the live set says ([`Young`]). So the
 //! caller only needs to find a chunk live once something (a tree, an open
 //! file, a stream) refers to it, which follows its storing within
-//! milliseconds.
+//! milliseconds. Manifests likewise: one stored within the grace stays,
+//! and one stored again after the collector chose it is spared by the
+//! committer, which drops it only if it is not young by then.
 //!
 //! Crashes: a pack is removed only after the index naming the new places
 //! of its chunks is durable; packs that no index entry names (a crash
@@ -18,6 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::pack::{Loc, Packs, HEADER_LEN};
 use super::{Hash, Mut, Store, StoreError};
@@ -38,6 +43,8 @@ pub struct Swept {
     pub chunks: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Manifests (file versions) dropped.
+    pub manifests: u64,
 }
 
 /// What one compaction did.
@@ -111,7 +118,7 @@ impl Young {
         self.cur.insert(h);
     }
 
-    fn holds(&self, h: &Hash) -> bool {
+    pub(super) fn holds(&self, h: &Hash) -> bool {
         self.cur.contains(h) || self.prev.contains(h)
     }
 }
@@ -145,10 +152,16 @@ impl Store {
     }
 
     /// Drops from the index every chunk that is neither in `live` nor
-    /// stored or referred to lately. Their bytes stay in their packs until
-    /// [`Store::compact`] rewrites them.
-    pub fn sweep(&self, _run: &Run<'_>, live: &HashSet<Hash>) -> Result<Swept, StoreError> {
-        let mut out = Swept::default();
+    /// stored or referred to lately, and every manifest neither in
+    /// `versions` nor stored lately. The chunks' bytes stay in their packs
+    /// until [`Store::compact`] rewrites them.
+    pub fn sweep(
+        &self,
+        run: &Run<'_>,
+        live: &HashSet<Hash>,
+        versions: &HashSet<Hash>,
+    ) -> Result<Swept, StoreError> {
+        let mut out = self.sweep_manifests(run, versions)?;
         let mut muts = Vec::new();
         {
             let mut c = self
@@ -169,6 +182,40 @@ impl Store {
         }
         self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
         self.submit(muts)?;
+        Ok(out)
+    }
+
+    /// Drops the manifests that are neither in `versions` nor stored
+    /// lately. One stored again after this choice is spared by the
+    /// committer (it is young by then).
+    fn sweep_manifests(
+        &self,
+        _run: &Run<'_>,
+        versions: &HashSet<Hash>,
+    ) -> Result<Swept, StoreError> {
+        let dead: Vec<Hash> = {
+            let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
+            let r = self.db.begin_read()?;
+            let t = r.open_table(super::MANIFESTS)?;
+            let mut dead = Vec::new();
+            for item in t.iter()? {
+                let (k, _) = item?;
+                let Ok(h) = <Hash>::try_from(k.value()) else {
+                    continue;
+                };
+                if !versions.contains(&h) && !young.holds(&h) {
+                    dead.push(h);
+                }
+            }
+            dead
+        };
+        let out = Swept {
+            manifests: dead.len() as u64,
+            ..Swept::default()
+        };
+        if !dead.is_empty() {
+            self.submit(vec![Mut::Unmanifest(dead)])?;
+        }
         Ok(out)
     }
 
@@ -335,18 +382,26 @@ mod tests {
             .unwrap();
         let keep: HashSet<Hash> = [live_h].into();
         let run = s.gc_start();
-        assert_eq!(s.sweep(&run, &keep).unwrap(), Swept::default(), "young");
+        assert_eq!(
+            s.sweep(&run, &keep, &HashSet::new()).unwrap(),
+            Swept::default(),
+            "young"
+        );
         drop(run);
         // Older than the grace period.
         s.young.lock().unwrap().since -= 3 * GRACE;
         // A writer finding the dead chunk stored keeps it a while more.
         s.put_chunk(&dead_h, &dead).unwrap();
         let run = s.gc_start();
-        assert_eq!(s.sweep(&run, &keep).unwrap(), Swept::default(), "found");
+        assert_eq!(
+            s.sweep(&run, &keep, &HashSet::new()).unwrap(),
+            Swept::default(),
+            "found"
+        );
         drop(run);
         s.young.lock().unwrap().since -= 3 * GRACE;
         let run = s.gc_start();
-        let swept = s.sweep(&run, &keep).unwrap();
+        let swept = s.sweep(&run, &keep, &HashSet::new()).unwrap();
         drop(run);
         assert_eq!((swept.chunks, swept.bytes), (1, dead.len() as u64));
         assert!(!s.has_chunk(&dead_h));
@@ -365,5 +420,57 @@ mod tests {
         assert_eq!(s.chunk_bytes(&live_h).unwrap(), live);
         assert!(!s.has_chunk(&dead_h));
         assert_eq!(s.stats().stored_bytes, live.len() as u64);
+    }
+
+    /// A manifest no version refers to goes once it is older than the
+    /// grace; one a version refers to stays; one stored again after the
+    /// collector chose to drop it is spared; all of it across a reopen.
+    #[test]
+    fn manifests_of_no_version_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let man = |k: u8| {
+            let mut m = super::super::manifest::Manifest::default();
+            m.push(super::super::manifest::Extent {
+                len: 10,
+                hash: Some([k; 32]),
+            });
+            let b = m.to_bytes();
+            (*blake3::hash(&b).as_bytes(), b)
+        };
+        let (live_h, live) = man(1);
+        let (dead_h, dead) = man(2);
+        let (back_h, back) = man(3);
+        s.submit(vec![
+            Mut::Manifest(live_h, live.clone()),
+            Mut::Manifest(dead_h, dead),
+            Mut::Manifest(back_h, back.clone()),
+        ])
+        .unwrap();
+        s.sync().unwrap();
+        let versions: HashSet<Hash> = [live_h].into();
+        let run = s.gc_start();
+        let swept = s.sweep(&run, &HashSet::new(), &versions).unwrap();
+        drop(run);
+        assert_eq!(swept.manifests, 0, "young");
+        s.young.lock().unwrap().since -= 3 * GRACE;
+        let run = s.gc_start();
+        let swept = s.sweep(&run, &HashSet::new(), &versions).unwrap();
+        drop(run);
+        assert_eq!(swept.manifests, 2);
+        s.sync().unwrap();
+        assert!(s.manifest_bytes(&dead_h).unwrap().is_none());
+        assert!(s.manifest_bytes(&back_h).unwrap().is_none());
+        assert_eq!(s.manifest_bytes(&live_h).unwrap(), Some(live.clone()));
+        // Chosen for dropping, then stored again before the drop commits.
+        s.young.lock().unwrap().since -= 3 * GRACE;
+        s.submit(vec![Mut::Manifest(back_h, back.clone())]).unwrap();
+        s.submit(vec![Mut::Unmanifest(vec![back_h])]).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.manifest_bytes(&back_h).unwrap(), Some(back));
+        assert_eq!(s.manifest_bytes(&live_h).unwrap(), Some(live));
+        assert!(s.manifest_bytes(&dead_h).unwrap().is_none());
     }
 }

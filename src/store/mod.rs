@@ -158,6 +158,12 @@ impl ChannelRec {
 /// A version vector: author → highest contiguous seq held.
 pub type Vv = BTreeMap<[u8; 32], u64>;
 
+/// True when `a` holds everything `b` holds.
+pub fn covers(a: &Vv, b: &Vv) -> bool {
+    b.iter()
+        .all(|(author, seq)| a.get(author).copied().unwrap_or(0) >= *seq)
+}
+
 /// One metadata change, applied by the committer in order.
 #[derive(Debug)]
 pub enum Mut {
@@ -177,6 +183,9 @@ pub enum Mut {
     Tomb(u32, [u8; 16], Option<Vec<u8>>),
     /// Drop a chunk from the index (garbage collected).
     Unchunk(Hash),
+    /// Drop manifests nothing refers to (garbage collected), each unless it
+    /// was stored again since the collector chose it.
+    Unmanifest(Vec<Hash>),
 }
 
 enum Msg {
@@ -240,7 +249,7 @@ pub struct Store {
     short: AtomicBool,
     /// Chunks stored or found stored in the last few seconds: the garbage
     /// collector never takes them (see [`gc`]).
-    young: Mutex<gc::Young>,
+    young: Arc<Mutex<gc::Young>>,
 }
 
 /// How long a free-space figure is trusted (see [`Store::check_space`]).
@@ -327,7 +336,9 @@ impl Store {
         let eager = Arc::new(AtomicBool::new(false));
         let unsettled: Unsettled = Arc::default();
         let heads: Heads = Arc::new(Mutex::new(heads));
+        let young: Arc<Mutex<gc::Young>> = Arc::default();
         let committer = Committer {
+            young: young.clone(),
             unsettled: unsettled.clone(),
             commits: commits.clone(),
             eager: eager.clone(),
@@ -361,7 +372,7 @@ impl Store {
             staging,
             space: Mutex::new(None),
             short: AtomicBool::new(false),
-            young: Mutex::new(gc::Young::default()),
+            young,
         })
     }
 
@@ -400,6 +411,12 @@ impl Store {
                     if let Ok(mut u) = self.unsettled.lock() {
                         u.insert(*h, bytes.clone());
                     }
+                    // Before it is queued: a drop the collector queued
+                    // earlier then spares it (see `Mut::Unmanifest`).
+                    self.young
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .note(*h);
                 }
                 Mut::Journal(c, hlc, _) if *hlc != 0 => {
                     *vv.entry(*c).or_default().entry(self.node_id).or_default() += 1;
@@ -815,6 +832,9 @@ impl Store {
 }
 
 struct Committer {
+    /// What the collector must not take (a manifest stored again after it
+    /// chose to drop it).
+    young: Arc<Mutex<gc::Young>>,
     unsettled: Unsettled,
     commits: tokio::sync::watch::Sender<u64>,
     eager: Arc<AtomicBool>,
@@ -969,6 +989,12 @@ impl Committer {
                     }
                     Mut::Unchunk(h) => {
                         chunks.remove(&h[..])?;
+                    }
+                    Mut::Unmanifest(hs) => {
+                        let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
+                        for h in hs.iter().filter(|h| !young.holds(h)) {
+                            manifests.remove(&h[..])?;
+                        }
                     }
                     Mut::Journal(_, 0, _) => {}
                     Mut::Journal(c, hlc, op) => {
