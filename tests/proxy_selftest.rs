@@ -182,6 +182,34 @@ fn partition_drops_everything_until_healed() {
     );
 }
 
+/// A blocked client gets nothing through, neither way (its session's
+/// replies included), while another client still does.
+#[test]
+fn a_blocked_client_is_cut_off_alone() {
+    let echo = Echo::start();
+    let p = UdpProxy::start(echo.addr).unwrap();
+    let (c1, c2) = (client(), client());
+    c1.send_to(b"one", p.addr()).unwrap();
+    assert_eq!(
+        recv_until(&c1, 1, Duration::from_secs(2)),
+        vec![b"one".to_vec()]
+    );
+    // A reply already on its way back when the block starts is dropped too.
+    p.set_delay(Duration::from_millis(100), Duration::ZERO);
+    c1.send_to(b"late", p.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    p.block_client(c1.local_addr().unwrap());
+    send_numbered(&c1, p.addr(), 5);
+    c2.send_to(b"two", p.addr()).unwrap();
+    assert_eq!(
+        recv_until(&c2, 1, Duration::from_secs(2)),
+        vec![b"two".to_vec()]
+    );
+    assert!(recv_until(&c1, 1, Duration::from_millis(300)).is_empty());
+    assert_eq!(echo.received(), 3, "one, late, two");
+    assert_eq!(p.stats().dropped, 6, "the late reply and five datagrams");
+}
+
 #[test]
 fn partition_drops_datagrams_already_delayed() {
     let echo = Echo::start();

@@ -724,3 +724,54 @@ fn a_removed_file_keeps_its_bytes_until_the_other_member_saw_the_remove() {
         (a.stored() < 1 << 20).then_some(out)
     });
 }
+
+/// The garbage collector hears of a member it never meets: A and C never
+/// talk (each one's proxy drops the other's datagrams), so C's
+/// confirmation that it saw a remove reaches A only relayed by B, and A's
+/// collection frees the removed file's bytes (they stayed forever before
+/// confirmations were relayed).
+#[test]
+fn a_member_reached_only_through_a_relay_confirms_a_remove() {
+    let mut a = Mounted::initialized();
+    let mut b = Mounted::initialized();
+    let mut c = Mounted::initialized();
+    let pa = UdpProxy::start_seeded(a.listen_addr(), 61).unwrap();
+    let pb = UdpProxy::start_seeded(b.listen_addr(), 62).unwrap();
+    let pc = UdpProxy::start_seeded(c.listen_addr(), 63).unwrap();
+    for (m, p) in [(&a, &pa), (&b, &pb), (&c, &pc)] {
+        m.set_config("advertise", &format!("[\"{}\"]", p.addr()));
+    }
+    a.create_channel();
+    a.mount(&[]);
+    b.join(&a, "rw");
+    b.mount(&[]);
+    c.join(&a, "rw");
+    c.mount(&[]);
+    pa.block_client(c.listen_addr());
+    pc.block_client(a.listen_addr());
+    let data = random_bytes(2 << 20, 64);
+    std::fs::write(a.p("f.bin"), &data).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin listed on C", || {
+        let len = std::fs::metadata(c.p("f.bin")).ok()?.len();
+        (len == data.len() as u64).then_some(())
+    });
+    std::fs::remove_file(a.p("f.bin")).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin gone on C", || {
+        (!c.p("f.bin").exists()).then_some(())
+    });
+    // Past the few seconds of grace of chunks just stored, and a few ticks
+    // of confirmations.
+    wait_for(CONVERGE_SECS, "A's gc to free the removed file", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = chanfs_ok(&a.home, &["gc"]);
+        (a.stored() < 1 << 20).then_some(out)
+    });
+    // Whichever dialed, the other's replies were dropped.
+    assert!(
+        pa.stats().dropped + pc.stats().dropped > 0,
+        "A and C kept talking: {:?} {:?}",
+        pa.stats(),
+        pc.stats()
+    );
+    let _ = (&mut b, &mut c);
+}

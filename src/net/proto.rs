@@ -102,6 +102,15 @@ pub enum ChanMsg {
         /// Version vector.
         vv: WireVv,
     },
+    /// A vector `member` sent the sender at a time when the sender held
+    /// every entry of `member`'s own it counts (relayed, so that members
+    /// that never meet learn what the other has seen).
+    Confirmed {
+        /// The member that sent the vector.
+        member: [u8; 32],
+        /// Its version vector.
+        vv: WireVv,
+    },
 }
 
 /// Reply to [`Open::Chunk`].

@@ -502,11 +502,12 @@ impl Net {
         lock(&self.inner.inflight).len()
     }
 
-    /// The newest version vector `peer` sent of channel `local` at a time
-    /// when we held every entry of its own that it counted. Once it covers
-    /// an entry, no change that `peer` made without having seen that entry
-    /// can still arrive (the garbage collector's test for tombstones).
-    /// Kept in memory only: after a restart, peers confirm again.
+    /// The newest version vector `peer` sent of channel `local` (to us, or
+    /// to a member that relayed it) at a time when we held every entry of
+    /// its own that it counted. Once it covers an entry, no change that
+    /// `peer` made without having seen that entry can still arrive (the
+    /// garbage collector's test for tombstones). Kept in memory only:
+    /// after a restart, peers confirm again.
     pub fn confirmed(&self, local: u32, peer: &[u8; 32]) -> Option<Vv> {
         lock(&self.inner.confirmed).get(&(*peer, local)).cloned()
     }
@@ -564,6 +565,23 @@ impl crate::fs::Fetcher for Net {
 impl Inner {
     fn me(&self) -> [u8; 32] {
         self.ident.id.0
+    }
+
+    /// Takes `vv` as `member`'s confirmation (see [`Net::confirmed`]) if
+    /// every entry of its own it counts is here and it is newer than the
+    /// one held (a member's vectors only grow).
+    fn confirm(&self, local: u32, member: [u8; 32], vv: Vv) {
+        let own = vv.get(&member).copied().unwrap_or(0);
+        if self.store.seq_of(local, &member) < own {
+            return;
+        }
+        let mut c = lock(&self.confirmed);
+        let newer = c
+            .get(&(member, local))
+            .is_none_or(|old| crate::store::covers(&vv, old));
+        if newer {
+            c.insert((member, local), vv);
+        }
     }
 
     fn count(&self, local: u32, inb: usize, outb: usize) {
@@ -1007,6 +1025,8 @@ impl Inner {
     ) -> anyhow::Result<()> {
         let mut commits = self.store.subscribe();
         let mut last_vv = Instant::now();
+        // Confirmations of other members sent to this peer.
+        let mut relayed: HashMap<[u8; 32], Vv> = HashMap::new();
         loop {
             let Some(rec) = self.channel(local) else {
                 return Ok(());
@@ -1032,6 +1052,22 @@ impl Inner {
             if last_vv.elapsed() >= TICK {
                 let vv = self.store.vv(local);
                 write_frame(send, &ChanMsg::Vv { vv: to_wire(&vv) }).await?;
+                // What other members confirmed here, each when it changed.
+                let confirmations: Vec<([u8; 32], Vv)> = lock(&self.confirmed)
+                    .iter()
+                    .filter(|((m, l), _)| *l == local && *m != peer)
+                    .map(|((m, _), v)| (*m, v.clone()))
+                    .collect();
+                for (member, v) in confirmations {
+                    if relayed.get(&member) != Some(&v) {
+                        let msg = ChanMsg::Confirmed {
+                            member,
+                            vv: to_wire(&v),
+                        };
+                        write_frame(send, &msg).await?;
+                        relayed.insert(member, v);
+                    }
+                }
                 last_vv = Instant::now();
             }
             tokio::select! {
@@ -1141,12 +1177,17 @@ impl Inner {
             };
             match msg {
                 ChanMsg::Hello { .. } => {}
+                ChanMsg::Confirmed { member, vv } => {
+                    let known = self
+                        .channel(local)
+                        .is_some_and(|rec| rec.member(&member).is_some());
+                    if known && member != self.me() {
+                        self.confirm(local, member, from_wire(vv));
+                    }
+                }
                 ChanMsg::Vv { vv } => {
                     let vv = from_wire(vv);
-                    let own = vv.get(&peer).copied().unwrap_or(0);
-                    if self.store.seq_of(local, &peer) >= own {
-                        lock(&self.confirmed).insert((peer, local), vv.clone());
-                    }
+                    self.confirm(local, peer, vv.clone());
                     // The peer lacks entries we thought it had (rejected or
                     // lost): resend from what it has, once it says so twice.
                     let mut sent = lock(&self.sent);

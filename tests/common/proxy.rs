@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,6 +143,8 @@ struct Shared {
     to_client_bytes: AtomicU64,
     dropped: AtomicU64,
     duplicated: AtomicU64,
+    /// Clients whose datagrams, and the replies to them, are dropped.
+    blocked: Mutex<HashSet<SocketAddr>>,
 }
 
 /// Locks, recovering from poisoning (a panicking test thread must not wedge
@@ -158,6 +160,15 @@ impl Shared {
 
     fn partitioned(&self) -> bool {
         lock(&self.faults).0.partitioned
+    }
+
+    /// True (and counted as dropped) when `client` is blocked.
+    fn blocks(&self, client: &SocketAddr) -> bool {
+        let b = lock(&self.blocked).contains(client);
+        if b {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        b
     }
 
     /// Applies the faults to one received datagram and schedules the copies
@@ -203,11 +214,17 @@ impl Shared {
         self.queue_cv.notify_one();
     }
 
-    /// Sends one due datagram (unless a partition started meanwhile).
+    /// Sends one due datagram (unless a partition started meanwhile, or
+    /// its client was blocked).
     fn send(&self, p: &Pending) {
         if self.partitioned() {
             self.dropped.fetch_add(1, Ordering::SeqCst);
             return;
+        }
+        if let Dest::Client(addr) = &p.dest {
+            if self.blocks(addr) {
+                return;
+            }
         }
         // Count before sending, so whoever has received the datagram already
         // sees it counted; undo (and count it dropped) if the send fails.
@@ -296,6 +313,7 @@ impl UdpProxy {
             to_client_bytes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
+            blocked: Mutex::new(HashSet::new()),
         });
         let mut proxy = UdpProxy {
             shared: Arc::clone(&shared),
@@ -353,6 +371,13 @@ impl UdpProxy {
         lock(&self.shared.faults).0.partitioned = on;
     }
 
+    /// Drops every datagram from `client` (a node's bound address) and
+    /// every reply to it, from now on: that node and the upstream one can
+    /// no longer talk through this proxy, while other clients still can.
+    pub fn block_client(&self, client: SocketAddr) {
+        lock(&self.shared.blocked).insert(client);
+    }
+
     /// Clears all faults: no loss, delay, duplication or partition.
     pub fn clear_faults(&self) {
         let mut g = lock(&self.shared.faults);
@@ -407,6 +432,9 @@ fn front_loop(shared: &Arc<Shared>) {
                 continue;
             }
         };
+        if shared.blocks(&client) {
+            continue;
+        }
         let sock = match sessions.get(&client) {
             Some(s) => Arc::clone(s),
             None => match open_session(shared, client) {
@@ -452,6 +480,7 @@ fn upstream_loop(shared: &Shared, sock: &UdpSocket, client: SocketAddr) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !shared.stopped() {
         match sock.recv(&mut buf) {
+            Ok(_) if shared.blocks(&client) => {}
             Ok(n) => shared.admit(&buf[..n], || Dest::Client(client)),
             Err(e) => on_error(&e),
         }
