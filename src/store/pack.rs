@@ -41,6 +41,9 @@ struct Writer {
     batch: Vec<u8>,
 }
 
+/// Reads up to this size go through a descriptor without read-ahead.
+const SMALL_READ: usize = 16 << 10;
+
 /// Alignment of direct writes (offset, length and memory).
 const ALIGN: usize = 4096;
 
@@ -58,6 +61,9 @@ pub struct Packs {
     dir: PathBuf,
     writer: Mutex<Writer>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
+    /// A second descriptor per pack for small reads, with the kernel's
+    /// read-ahead off (see [`Packs::read`]).
+    pickers: RwLock<HashMap<u32, Arc<File>>>,
     unsynced: Mutex<HashSet<u32>>,
 }
 
@@ -118,6 +124,7 @@ impl Packs {
                 batch: Vec::new(),
             }),
             readers: RwLock::new(readers),
+            pickers: RwLock::new(HashMap::new()),
             unsynced: Mutex::new(HashSet::new()),
         })
     }
@@ -243,30 +250,48 @@ impl Packs {
     }
 
     fn reader(&self, id: u32) -> io::Result<Arc<File>> {
-        if let Some(f) = self
-            .readers
-            .read()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?
-            .get(&id)
-        {
+        Self::open_in(&self.readers, &self.dir, id, false)
+    }
+
+    /// The descriptor of pack `id` in `map`, opened (not created: a pack
+    /// removed by compaction stays gone) when not there yet; `random`
+    /// turns the kernel's read-ahead off on a new one.
+    fn open_in(
+        map: &RwLock<HashMap<u32, Arc<File>>>,
+        dir: &Path,
+        id: u32,
+        random: bool,
+    ) -> io::Result<Arc<File>> {
+        let poisoned = || io::Error::other("pack lock poisoned");
+        if let Some(f) = map.read().map_err(|_| poisoned())?.get(&id) {
             return Ok(f.clone());
         }
-        // Not created: a pack removed by compaction stays gone.
-        let f = Arc::new(File::open(pack_path(&self.dir, id))?);
-        self.readers
-            .write()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?
-            .insert(id, f.clone());
+        let f = File::open(pack_path(dir, id))?;
+        if random {
+            use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+            // Only a hint: without it reads are correct, just slower.
+            let _ = posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_RANDOM);
+        }
+        let f = Arc::new(f);
+        map.write().map_err(|_| poisoned())?.insert(id, f.clone());
         Ok(f)
     }
 
     /// Reads `buf.len()` bytes of a chunk starting `within` bytes into it.
+    /// A small read (the kernel sends those for files read at random:
+    /// sequential ones come in large read-ahead requests) goes through a
+    /// descriptor without read-ahead, so that 4 KiB asked reads 4 KiB from
+    /// the disk, not the pack's next 128 KiB as well.
     pub fn read(&self, loc: &Loc, within: u64, buf: &mut [u8]) -> io::Result<()> {
         if within + buf.len() as u64 > u64::from(loc.len) {
             return Err(io::Error::other("read past the end of a chunk"));
         }
-        self.reader(loc.pack)?
-            .read_exact_at(buf, loc.offset + within)
+        let f = if buf.len() <= SMALL_READ {
+            Self::open_in(&self.pickers, &self.dir, loc.pack, true)?
+        } else {
+            self.reader(loc.pack)?
+        };
+        f.read_exact_at(buf, loc.offset + within)
     }
 
     /// Makes every appended chunk durable.
@@ -315,10 +340,11 @@ impl Packs {
         if self.writer_id()? == id {
             return Err(io::Error::other("the pack being appended to"));
         }
-        self.readers
-            .write()
-            .map_err(|_| io::Error::other("pack lock poisoned"))?
-            .remove(&id);
+        for map in [&self.readers, &self.pickers] {
+            map.write()
+                .map_err(|_| io::Error::other("pack lock poisoned"))?
+                .remove(&id);
+        }
         if let Ok(mut u) = self.unsynced.lock() {
             u.remove(&id);
         }
