@@ -367,3 +367,51 @@ fn set_id_bits_are_cleared_by_write_truncate_and_chown() {
     nix::unistd::chown(&m.p("chowned"), Some(1234.into()), None).unwrap();
     assert_eq!(mode("chowned"), 0o755);
 }
+
+/// Reads of one file from several threads at once (the stored version is
+/// read without the file's lock) while another handle writes to the end of
+/// it and commits: every read returns the bytes of its range, before and
+/// after a remount (cold, from the packs).
+#[test]
+fn parallel_reads_of_one_file_get_its_bytes() {
+    let mut m = Mounted::new();
+    let data = random_bytes(24 << 20, 91);
+    fs::write(m.p("f"), &data).unwrap();
+    let check = |m: &Mounted, data: &[u8], rounds: usize| {
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let path = m.p("f");
+                s.spawn(move || {
+                    let f = File::open(path).unwrap();
+                    let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..rounds {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let len = 1 + (x % (300 << 10)) as usize;
+                        let off = ((x >> 20) % (data.len() - len) as u64) as usize;
+                        let mut buf = vec![0u8; len];
+                        f.read_exact_at(&mut buf, off as u64).unwrap();
+                        assert!(buf == data[off..off + len], "bytes at {off}+{len}");
+                    }
+                });
+            }
+        });
+    };
+    check(&m, &data, 200);
+    m.unmount();
+    m.mount(&[]);
+    // While reads go on, the file grows and is committed twice.
+    let mut grown = data.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| check(&m, &data, 200));
+        let mut f = OpenOptions::new().append(true).open(m.p("f")).unwrap();
+        for i in 0..2u64 {
+            let more = random_bytes(1 << 20, 92 + i);
+            f.write_all(&more).unwrap();
+            f.sync_all().unwrap();
+            grown.extend_from_slice(&more);
+        }
+    });
+    assert!(fs::read(m.p("f")).unwrap() == grown, "the grown file");
+}
