@@ -35,6 +35,11 @@ const COPY_BATCH: usize = 4 << 20;
 /// Most bytes per second compaction copies, so that it stays in the
 /// background of what the user does (a 1 GiB pack half full takes 8 s).
 const COPY_RATE: f64 = 64.0 * 1048576.0;
+/// The rate while files were read or changed within [`BUSY_WINDOW`]: a
+/// user untarring or building beside a compaction barely notices it.
+const BUSY_RATE: f64 = 8.0 * 1048576.0;
+/// See [`BUSY_RATE`].
+const BUSY_WINDOW: Duration = Duration::from_secs(2);
 
 /// What one collection freed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,7 +186,7 @@ impl Store {
             });
         }
         self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
-        self.submit(muts)?;
+        self.submit_quietly(muts)?;
         Ok(out)
     }
 
@@ -214,13 +219,15 @@ impl Store {
             ..Swept::default()
         };
         if !dead.is_empty() {
-            self.submit(vec![Mut::Unmanifest(dead)])?;
+            self.submit_quietly(vec![Mut::Unmanifest(dead)])?;
         }
         Ok(out)
     }
 
     /// Rewrites each pack of which half or more (and at least 1 MiB) is
-    /// garbage, copying at most [`COPY_RATE`] bytes a second: its live chunks go to the newest pack (each checked
+    /// garbage, copying at most [`COPY_RATE`] bytes a second ([`BUSY_RATE`]
+    /// while files are being read or changed): its live chunks go to the
+    /// newest pack (each checked
     /// against its hash on the way; one that fails is dropped and logged),
     /// the index names their new places durably, then the pack is removed.
     pub fn compact(&self) -> Result<Compacted, StoreError> {
@@ -275,11 +282,10 @@ impl Store {
     fn move_chunks(&self, chunks: &[(Hash, Loc)]) -> Result<u64, StoreError> {
         let mut moved = 0;
         let mut i = 0;
-        let start = Instant::now();
-        let mut copied = 0usize;
+        // When the next batch may start.
+        let mut next = Instant::now();
         while i < chunks.len() {
-            let due = Duration::from_secs_f64(copied as f64 / COPY_RATE);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             let mut batch: Vec<(Hash, Loc, Vec<u8>)> = Vec::new();
@@ -304,7 +310,12 @@ impl Store {
                 bytes += buf.len();
                 batch.push((h, loc, buf));
             }
-            copied += bytes;
+            let rate = if self.active_within(BUSY_WINDOW) {
+                BUSY_RATE
+            } else {
+                COPY_RATE
+            };
+            next = next.max(Instant::now()) + Duration::from_secs_f64(bytes as f64 / rate);
             let refs: Vec<(Hash, &[u8])> = batch.iter().map(|(h, _, d)| (*h, &d[..])).collect();
             let locs = if refs.is_empty() {
                 Vec::new()
@@ -335,7 +346,7 @@ impl Store {
                     }
                 }
             }
-            self.submit(muts)?;
+            self.submit_quietly(muts)?;
         }
         Ok(moved)
     }
@@ -420,6 +431,34 @@ mod tests {
         assert_eq!(s.chunk_bytes(&live_h).unwrap(), live);
         assert!(!s.has_chunk(&dead_h));
         assert_eq!(s.stats().stored_bytes, live.len() as u64);
+    }
+
+    /// While files are being read or changed, compaction copies at the
+    /// slow rate: 6 MiB of live chunks (two batches) take at least the
+    /// time the second batch waits at 8 MiB/s.
+    #[test]
+    fn compaction_makes_way_for_activity() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let live: Vec<(Hash, Vec<u8>)> = (10..13).map(|k| chunk(k, 2 << 20)).collect();
+        let (dead_h, dead) = chunk(20, 8 << 20);
+        let mut all: Vec<(Hash, &[u8])> = live.iter().map(|(h, d)| (*h, &d[..])).collect();
+        all.push((dead_h, &dead[..]));
+        s.put_chunks(&all).unwrap();
+        s.young.lock().unwrap().since -= 3 * GRACE;
+        let keep: HashSet<Hash> = live.iter().map(|(h, _)| *h).collect();
+        let run = s.gc_start();
+        assert_eq!(s.sweep(&run, &keep, &HashSet::new()).unwrap().chunks, 1);
+        drop(run);
+        s.note_active();
+        let t = Instant::now();
+        let c = s.compact().unwrap();
+        assert_eq!((c.packs, c.moved), (1, 3), "{c:?}");
+        let waited = Duration::from_secs_f64(COPY_BATCH as f64 / BUSY_RATE);
+        assert!(t.elapsed() >= waited, "compacted in {:?}", t.elapsed());
+        for (h, d) in &live {
+            assert_eq!(&s.chunk_bytes(h).unwrap(), d);
+        }
     }
 
     /// A manifest no version refers to goes once it is older than the

@@ -235,6 +235,10 @@ pub struct Store {
     packs: Arc<Packs>,
     chunks: RwLock<HashMap<Hash, Loc>>,
     stored_bytes: AtomicU64,
+    /// When a file was last read or changed here (by a user or a peer), in
+    /// milliseconds since `epoch`: compaction slows down meanwhile.
+    active: AtomicU64,
+    epoch: Instant,
     tx: Mutex<Sender<Msg>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -364,6 +368,8 @@ impl Store {
             packs,
             chunks: RwLock::new(chunks),
             stored_bytes: AtomicU64::new(stored),
+            active: AtomicU64::new(0),
+            epoch: Instant::now(),
             tx: Mutex::new(tx),
             committer: Mutex::new(Some(handle)),
             counters,
@@ -398,6 +404,28 @@ impl Store {
     /// version vector counts the batch's journal entries at once, so the
     /// next entry of an author is judged against everything submitted.
     pub fn submit(&self, batch: Vec<Mut>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.note_active();
+        self.submit_quietly(batch)
+    }
+
+    /// Notes that a file was read or changed just now.
+    fn note_active(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.active.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// True when a file was read or changed within `window`.
+    fn active_within(&self, window: Duration) -> bool {
+        let last = self.active.load(Ordering::Relaxed);
+        last > 0 && self.epoch.elapsed().as_millis() as u64 <= last + window.as_millis() as u64
+    }
+
+    /// Like [`Store::submit`], for the collector's own changes (which are
+    /// not activity it should make way for).
+    fn submit_quietly(&self, batch: Vec<Mut>) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -679,6 +707,7 @@ impl Store {
 
     /// Reads bytes of a stored chunk.
     pub fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.note_active();
         let loc = self.loc_of(hash)?;
         match self.packs.read(&loc, within, buf) {
             // Compaction moved it meanwhile and removed its old pack.
