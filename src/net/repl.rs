@@ -1386,8 +1386,10 @@ impl Inner {
                 }
             }
         }
-        let host = self.host.clone();
-        tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
+        // Under way before the new version shows, and settled whatever
+        // becomes of the apply: a read of the new chunks waits for its
+        // claim while the kernel page it fills stays locked, and applying
+        // ends by invalidating the file's pages, which waits for that lock.
         for (conn, old, new, prep, claims) in deltas {
             let me = self.clone();
             let channel = rec.id;
@@ -1399,6 +1401,8 @@ impl Inner {
                 me.settle(claims);
             });
         }
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.apply(local, ok)).await??;
         Ok(())
     }
 
