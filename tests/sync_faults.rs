@@ -773,5 +773,4 @@ fn a_member_reached_only_through_a_relay_confirms_a_remove() {
         pa.stats(),
         pc.stats()
     );
-    let _ = (&mut b, &mut c);
 }

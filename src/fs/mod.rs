@@ -735,7 +735,7 @@ impl ChanFs {
             return Err(libc::EIO);
         }
         if off >= g.size || !g.dirty.clipped(off, end).is_empty() {
-            return Self::read_locked(&self.io(Some(&g.staging), &g.base), ino, &g, off, len);
+            return self.read_locked(ino, &g, off, len);
         }
         // Only the stored version: its chunks never change, so the read
         // goes on without the file's lock and reads of one file (the
@@ -750,9 +750,7 @@ impl ChanFs {
             Ok(()) => Ok(buf),
             // A new version came meanwhile and the old one's chunks went:
             // read what is there now.
-            Err(_) if !Arc::ptr_eq(&base, &g.base) => {
-                Self::read_locked(&self.io(Some(&g.staging), &g.base), ino, &g, off, len)
-            }
+            Err(_) if !Arc::ptr_eq(&base, &g.base) => self.read_locked(ino, &g, off, len),
             Err(e) => {
                 tracing::error!("read inode {ino}: {e}");
                 Err(libc::EIO)
@@ -762,12 +760,13 @@ impl ChanFs {
 
     /// Reads `len` bytes at `off` of a file whose lock is held: its stored
     /// version overlaid with the bytes staged since.
-    fn read_locked(io: &FileIo<'_>, ino: u64, g: &Content, off: u64, len: u64) -> R<Vec<u8>> {
+    fn read_locked(&self, ino: u64, g: &Content, off: u64, len: u64) -> R<Vec<u8>> {
         if off >= g.size {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; len.min(g.size - off) as usize];
-        chunker::read_overlay(&g.base, &g.dirty, off, &mut buf, io).map_err(|e| {
+        let io = self.io(Some(&g.staging), &g.base);
+        chunker::read_overlay(&g.base, &g.dirty, off, &mut buf, &io).map_err(|e| {
             tracing::error!("read inode {ino}: {e}");
             libc::EIO
         })?;

@@ -198,22 +198,21 @@ impl Store {
         _run: &Run<'_>,
         versions: &HashSet<Hash>,
     ) -> Result<Swept, StoreError> {
-        let dead: Vec<Hash> = {
-            let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
-            let r = self.db.begin_read()?;
-            let t = r.open_table(super::MANIFESTS)?;
-            let mut dead = Vec::new();
-            for item in t.iter()? {
-                let (k, _) = item?;
-                let Ok(h) = <Hash>::try_from(k.value()) else {
-                    continue;
-                };
-                if !versions.contains(&h) && !young.holds(&h) {
+        let r = self.db.begin_read()?;
+        let mut dead = Vec::new();
+        for item in r.open_table(super::MANIFESTS)?.iter()? {
+            let (k, _) = item?;
+            if let Ok(h) = <Hash>::try_from(k.value()) {
+                if !versions.contains(&h) {
                     dead.push(h);
                 }
             }
-            dead
-        };
+        }
+        // Young ones are spared by the committer as well; the scan above
+        // does not hold up writers noting theirs.
+        let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
+        dead.retain(|h| !young.holds(h));
+        drop(young);
         let out = Swept {
             manifests: dead.len() as u64,
             ..Swept::default()

@@ -1666,16 +1666,9 @@ impl Tree {
             return;
         };
         let found = self
-            .nodes
-            .iter()
-            .filter(|(_, d)| d.kind == NodeKind::Dir)
-            .flat_map(|(&d, dn)| {
-                dn.entries
-                    .iter()
-                    .filter(|(_, &i)| i == ino)
-                    .map(move |(k, _)| (d, k.clone()))
-            })
+            .names_of(ino)
             .filter(|(_, k)| conflict_tag(k) == Some(tag))
+            .map(|(d, k)| (d, k.to_vec()))
             .min();
         let Some((from, cur)) = found else {
             return;
@@ -1825,19 +1818,26 @@ impl Tree {
         }
         if n.nlink > 1 && n.kind != NodeKind::Dir {
             return self
-                .nodes
-                .iter()
-                .filter(|(_, d)| d.kind == NodeKind::Dir)
-                .flat_map(|(&di, d)| {
-                    d.entries
-                        .iter()
-                        .filter(|(_, &i)| i == ino)
-                        .map(move |(nm, _)| ((d.id, nm.clone()), di))
-                })
+                .names_of(ino)
+                .filter_map(|(di, nm)| Some(((self.nodes.get(&di)?.id, nm), di)))
                 .min()
-                .map(|((_, nm), di)| (di, nm));
+                .map(|((_, nm), di)| (di, nm.to_vec()));
         }
         Some((n.parent, self.name_in(n.parent, ino, b"")?))
+    }
+
+    /// Every (directory, name) that node `ino` goes by (a scan of all
+    /// directories: for files with several names).
+    fn names_of(&self, ino: u64) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.nodes
+            .iter()
+            .filter(|(_, d)| d.kind == NodeKind::Dir)
+            .flat_map(move |(&d, dn)| {
+                dn.entries
+                    .iter()
+                    .filter(move |(_, &i)| i == ino)
+                    .map(move |(k, _)| (d, k.as_slice()))
+            })
     }
 
     /// Puts the untouched conflict copies of file `ino` (and theirs) beside
