@@ -148,6 +148,12 @@ pub struct Status {
     /// rewritten away yet, and chunk headers).
     #[serde(default)]
     pub pack_bytes: u64,
+    /// Of the stored bytes, those fetched from peers (evictable).
+    #[serde(default)]
+    pub fetched_bytes: u64,
+    /// The quota on fetched bytes (`cache_max`), if any.
+    #[serde(default)]
+    pub cache_max: Option<u64>,
     /// logical / stored.
     pub dedup_ratio: f64,
     /// Distinct chunks.

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::fs::ChanFs;
 use crate::journal::{FileId, Role};
+use crate::store::cache::Evicted;
 use crate::store::gc::{Compacted, Swept};
 use crate::store::manifest::Manifest;
 use crate::store::{covers, ChannelRec, Hash, Store, Vv};
@@ -40,6 +41,8 @@ pub struct Report {
     /// Removed files whose last version is kept until other members
     /// confirm they saw the remove.
     pub kept_removed: u64,
+    /// Fetched content dropped for the cache quota.
+    pub evicted: Evicted,
 }
 
 impl std::fmt::Display for Report {
@@ -55,6 +58,14 @@ impl std::fmt::Display for Report {
             self.compacted.disk_before as f64 / MIB,
             self.compacted.disk_after as f64 / MIB,
         )?;
+        if self.evicted.chunks > 0 {
+            write!(
+                f,
+                "; evicted {} fetched chunks ({:.1} MiB) for the cache quota",
+                self.evicted.chunks,
+                self.evicted.bytes as f64 / MIB
+            )?;
+        }
         if self.kept_removed > 0 {
             write!(
                 f,
@@ -80,9 +91,19 @@ pub struct Collector {
     /// Each tombstone with content: this node's version vector when the
     /// collector first saw it (which covers its remove).
     seen: HashMap<(u32, FileId), Arc<Vv>>,
+    /// Most bytes of fetched content kept (`None`: no quota).
+    cache_max: Option<u64>,
 }
 
 impl Collector {
+    /// A collector keeping at most `cache_max` bytes of fetched content.
+    pub fn new(cache_max: Option<u64>) -> Collector {
+        Collector {
+            cache_max,
+            ..Collector::default()
+        }
+    }
+
     /// One collection over `chans` (every channel of the store).
     /// `confirmed(channel, member)` is the newest version vector the member
     /// confirmed. `None` when open files stayed busy: nothing was freed.
@@ -97,6 +118,9 @@ impl Collector {
         let mut report = Report::default();
         let mut versions: Vec<(Hash, Option<Arc<Manifest>>)> = Vec::new();
         let mut live: HashSet<Hash> = HashSet::new();
+        // Chunks eviction spares: open files' and this node's own versions'.
+        let mut pinned: HashSet<Hash> = HashSet::new();
+        let mut own: HashSet<Hash> = HashSet::new();
         let mut tombs_now = HashSet::new();
         for ch in chans {
             let local = ch.rec.local;
@@ -106,6 +130,10 @@ impl Collector {
             };
             // Taken after the tree: it covers every remove the tree holds.
             let vv = Arc::new(store.vv(local));
+            if self.cache_max.is_some() {
+                pinned.extend(chunks.iter().copied());
+                own.extend(refs.own);
+            }
             live.extend(chunks);
             versions.extend(refs.versions);
             let writers: Vec<[u8; 32]> = ch
@@ -147,8 +175,14 @@ impl Collector {
                 },
             };
             live.extend(m.chunk_hashes().copied());
+            if own.contains(&h) {
+                pinned.extend(m.chunk_hashes().copied());
+            }
         }
         report.swept = store.sweep(&run, &live, &done)?;
+        if let Some(max) = self.cache_max {
+            report.evicted = store.evict(&run, max, &pinned)?;
+        }
         drop(run);
         report.compacted = store.compact()?;
         Ok(Some(report))

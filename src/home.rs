@@ -26,6 +26,12 @@ pub struct Config {
     /// (default 60; 0 turns them off, leaving `chanfs gc`).
     #[serde(default)]
     pub gc_interval: Option<f64>,
+    /// Most bytes of content fetched from peers kept here (`"20 GiB"`, or
+    /// a number of bytes); beyond it the least recently read goes (a later
+    /// read fetches it again). Content written here is never evicted.
+    /// Unset: everything fetched stays.
+    #[serde(default)]
+    pub cache_max: Option<bytesize::ByteSize>,
 }
 
 /// Paths inside one home.

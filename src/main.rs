@@ -182,6 +182,7 @@ fn init(home: &Home, listen: &str, import: Option<(&Path, &Path)>) -> anyhow::Re
         bootstrap: Vec::new(),
         fetch_timeout: None,
         gc_interval: None,
+        cache_max: None,
         advertise: Vec::new(),
     };
     std::fs::write(home.config_path(), toml::to_string(&cfg)?)?;
@@ -494,6 +495,16 @@ fn print_status(s: &Status) {
         s.dedup_ratio,
         s.chunks
     );
+    if s.fetched_bytes > 0 || s.cache_max.is_some() {
+        let quota = s.cache_max.map_or("no quota".to_string(), |m| {
+            format!("cache_max {}", human(m))
+        });
+        let _ = writeln!(
+            o,
+            "fetched  {} of the stored bytes came from peers ({quota})",
+            human(s.fetched_bytes)
+        );
+    }
     let _ = writeln!(o, "journal  {} entries", s.journal_entries);
     let _ = writeln!(
         o,

@@ -55,6 +55,9 @@ pub struct Node {
     listen_actual: Mutex<String>,
     /// The garbage collector (one run at a time).
     gc: Mutex<crate::gc::Collector>,
+    /// The quota on fetched content (`cache_max`), for `status` (which
+    /// must not wait for a collection under way).
+    cache_max: Option<u64>,
 }
 
 impl crate::net::Host for Node {
@@ -446,6 +449,8 @@ impl Node {
             logical_bytes: logical,
             stored_bytes: s.stored_bytes,
             pack_bytes: s.pack_bytes,
+            fetched_bytes: s.fetched_bytes,
+            cache_max: self.cache_max,
             dedup_ratio: if s.stored_bytes == 0 {
                 1.0
             } else {
@@ -538,18 +543,23 @@ impl Node {
     }
 }
 
-/// The collector's thread: a run `every` while something was committed
-/// since the last; while writes are refused for space, one as soon as a
-/// change the last run may have found too young (within the collector's
-/// grace) can be taken. Ends with the node.
+/// The collector's thread: a run `every` (if set) while something was
+/// committed since the last; while writes are refused for space, one as
+/// soon as a change the last run may have found too young (within the
+/// collector's grace) can be taken; while fetched content is over
+/// `cache_max`, one 2 s after it grew and one a minute. Ends with the node.
 fn collect_while_running(
     node: &std::sync::Weak<Node>,
     mut commits: tokio::sync::watch::Receiver<u64>,
-    every: Duration,
+    every: Option<Duration>,
+    cache_max: Option<u64>,
 ) {
     let soon = 2 * crate::store::gc::GRACE + Duration::from_secs(1);
     let mut last = Instant::now();
     let mut changed: Option<Instant> = None;
+    // Fetched bytes after the last run, and when they last grew.
+    let mut fetched_after = 0;
+    let mut grew: Option<Instant> = None;
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let Some(node) = node.upgrade() else {
@@ -564,13 +574,24 @@ fn collect_while_running(
         }
         let since_last = changed.is_some_and(|c| c > last);
         let maybe_too_young = changed.is_some_and(|c| c + soon > last);
-        let due = (since_last && last.elapsed() >= every)
-            || (maybe_too_young && node.store.short_of_space() && last.elapsed() >= soon);
+        let fetched = node.store.fetched_bytes();
+        let over = cache_max.is_some_and(|m| fetched > m);
+        if fetched > fetched_after {
+            grew = Some(Instant::now());
+        }
+        // Chunks fetched within the grace before the last run stayed.
+        let fetched_too_young = grew.is_some_and(|g| g + soon > last);
+        let due = every.is_some_and(|e| since_last && last.elapsed() >= e)
+            || (maybe_too_young && node.store.short_of_space() && last.elapsed() >= soon)
+            || (over && fetched > fetched_after && last.elapsed() >= Duration::from_secs(2))
+            || (over && fetched_too_young && last.elapsed() >= soon)
+            || (over && last.elapsed() >= Duration::from_secs(60));
         if due {
             last = Instant::now();
             if let Err(e) = node.collect() {
                 tracing::warn!("{e}");
             }
+            fetched_after = node.store.fetched_bytes();
         }
     }
 }
@@ -620,7 +641,8 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
         stopping: Mutex::new(false),
         clients: std::sync::atomic::AtomicUsize::new(0),
         listen_actual: Mutex::new(cfg.listen.clone()),
-        gc: Mutex::new(crate::gc::Collector::default()),
+        gc: Mutex::new(crate::gc::Collector::new(cfg.cache_max.map(|b| b.as_u64()))),
+        cache_max: cfg.cache_max.map(|b| b.as_u64()),
     });
     let fetch_timeout = Duration::from_secs_f64(cfg.fetch_timeout.unwrap_or(10.0).max(0.1));
     match Net::start(
@@ -691,13 +713,16 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
                 }
             })?;
     }
-    let every = cfg.gc_interval.unwrap_or(60.0);
-    if every > 0.0 {
-        let (weak, every) = (Arc::downgrade(&node), Duration::from_secs_f64(every));
+    let every = Some(cfg.gc_interval.unwrap_or(60.0))
+        .filter(|e| *e > 0.0)
+        .map(Duration::from_secs_f64);
+    let cache_max = cfg.cache_max.map(|b| b.as_u64());
+    if every.is_some() || cache_max.is_some() {
+        let weak = Arc::downgrade(&node);
         let commits = store.subscribe();
         std::thread::Builder::new()
             .name("chanfs-gc".into())
-            .spawn(move || collect_while_running(&weak, commits, every))?;
+            .spawn(move || collect_while_running(&weak, commits, every, cache_max))?;
     }
     let started = Instant::now();
     let mut mounts = lock(&node.mounts);

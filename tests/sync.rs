@@ -148,6 +148,84 @@ fn read_fails_with_eio_when_no_member_has_the_chunk() {
     assert_eq!(std::fs::read(b.p("seen.txt")).unwrap(), seen);
 }
 
+/// Reads a file past the kernel's page cache (its cached pages dropped
+/// first), so that the node serves every byte.
+fn read_uncached(p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    let f = std::fs::File::open(p)?;
+    posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut out)?;
+    Ok(out)
+}
+
+/// With `cache_max`, a member keeps at most that much content fetched
+/// from others: the least recently read goes and is fetched again when
+/// read; content written on the member itself is never evicted, so it
+/// stays readable with every other member gone, while evicted content
+/// then fails with `EIO`.
+#[test]
+fn fetched_content_beyond_the_cache_quota_is_evicted_and_fetched_again() {
+    let mut a = Mounted::new();
+    let b = Mounted::joined(
+        &a,
+        "rw",
+        "cache_max = \"1 MiB\"\nfetch_timeout = 2.0\ngc_interval = 0",
+    );
+    let mib = 1 << 20;
+    let files: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(mib, 40 + i)).collect();
+    for (i, d) in files.iter().enumerate() {
+        std::fs::write(a.p(&format!("x{i}.bin")), d).unwrap();
+    }
+    for (i, d) in files.iter().enumerate() {
+        let got = wait_for(20, "x*.bin on B", || {
+            read(&b.p(&format!("x{i}.bin"))).filter(|g| g.len() == d.len())
+        });
+        assert!(got == *d, "x{i}.bin read on B differs");
+    }
+    let own = random_bytes(2 * mib, 50);
+    std::fs::write(b.p("own.bin"), &own).unwrap();
+    let fetched = |m: &Mounted| m.status()["fetched_bytes"].as_u64().unwrap();
+    assert!(fetched(&b) >= 3 * mib as u64, "B fetched {}", fetched(&b));
+    // Evicted once the chunks are past the collector's grace.
+    wait_for(40, "B's fetched content within its quota", || {
+        (fetched(&b) <= mib as u64).then_some(())
+    });
+    let s = b.status();
+    assert_eq!(s["cache_max"].as_u64(), Some(mib as u64));
+    let stored = s["stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored <= 3 * mib as u64 + (64 << 10),
+        "B stores {stored} bytes after eviction"
+    );
+    // Evicted content is fetched again, byte for byte.
+    for (i, d) in files.iter().enumerate() {
+        let got = read_uncached(&b.p(&format!("x{i}.bin"))).unwrap();
+        assert!(got == *d, "x{i}.bin read again on B differs");
+    }
+    assert!(fetched(&b) > mib as u64);
+    // With A gone, B's own file reads back whatever was evicted; what was
+    // evicted fails with EIO.
+    a.unmount();
+    wait_for(40, "B's fetched content within its quota again", || {
+        (fetched(&b) <= mib as u64).then_some(())
+    });
+    assert!(read_uncached(&b.p("own.bin")).unwrap() == own);
+    let mut failed = 0;
+    for (i, d) in files.iter().enumerate() {
+        match read_uncached(&b.p(&format!("x{i}.bin"))) {
+            Ok(got) => assert!(got == *d, "x{i}.bin read offline on B differs"),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    // 3 MiB of fetched content down to 1 MiB: two files at least lost
+    // chunks.
+    assert!(failed >= 2, "only {failed} files were evicted");
+}
+
 #[test]
 fn read_only_member_gets_erofs_and_still_receives() {
     let a = Mounted::new();

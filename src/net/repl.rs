@@ -339,7 +339,7 @@ async fn run_delta(
     let s = store.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         for (h, b) in chunks {
-            s.put_chunk(&h, &b)?;
+            s.put_fetched(&h, &b)?;
         }
         Ok(())
     })
@@ -1240,7 +1240,7 @@ impl Inner {
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 for c in chunks {
                     let h = *blake3::hash(&c).as_bytes();
-                    store.put_chunk(&h, &c)?;
+                    store.put_fetched(&h, &c)?;
                 }
                 Ok(())
             })
@@ -1597,7 +1597,7 @@ impl Inner {
                             self.count(local, b.len(), 0);
                             // A write into the page cache: brief enough to
                             // stay on this task (no thread hand-off per chunk).
-                            if let Err(e) = self.store.put_chunk(&h, b) {
+                            if let Err(e) = self.store.put_fetched(&h, b) {
                                 tracing::error!("storing a fetched chunk: {e}");
                             }
                         }
@@ -1641,8 +1641,9 @@ impl Inner {
                             continue;
                         }
                         let store = self.store.clone();
-                        let r = tokio::task::spawn_blocking(move || store.put_chunk(&hash, &bytes))
-                            .await;
+                        let r =
+                            tokio::task::spawn_blocking(move || store.put_fetched(&hash, &bytes))
+                                .await;
                         match r {
                             Ok(Ok(())) => return true,
                             Ok(Err(e)) => {

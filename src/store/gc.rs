@@ -184,9 +184,19 @@ impl Store {
                 muts.push(Mut::Unchunk(*h));
                 false
             });
+            drop(young);
+            let mut f = self.fetched();
+            for m in &muts {
+                if let Mut::Unchunk(h) = m {
+                    f.unmark(h);
+                }
+            }
+            drop(f);
+            self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
+            // Queued before the index lock goes: a writer storing one of
+            // them again queues its record after this drop.
+            self.submit_quietly(muts)?;
         }
-        self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
-        self.submit_quietly(muts)?;
         Ok(out)
     }
 
@@ -341,6 +351,7 @@ impl Store {
                         c.remove(&h);
                         self.stored_bytes
                             .fetch_sub(u64::from(old.len), Ordering::Relaxed);
+                        self.fetched().unmark(&h);
                         muts.push(Mut::Unchunk(h));
                     }
                 }

@@ -5,6 +5,7 @@
 //! (atomic, not yet durable) and makes them durable every second or when a
 //! caller asks with [`Store::sync`] (`fsync`, unmount).
 
+pub mod cache;
 pub mod chunker;
 pub mod gc;
 pub mod manifest;
@@ -186,6 +187,9 @@ pub enum Mut {
     /// Drop manifests nothing refers to (garbage collected), each unless it
     /// was stored again since the collector chose it.
     Unmanifest(Vec<Hash>),
+    /// Mark a chunk fetched from a peer (`Some`: when, seconds since the
+    /// epoch) or this node's own (see [`cache`]).
+    Fetched(Hash, Option<u64>),
 }
 
 enum Msg {
@@ -201,6 +205,9 @@ pub struct StoreStats {
     pub chunks: u64,
     /// Bytes of distinct chunks.
     pub stored_bytes: u64,
+    /// Bytes of those fetched from peers (see [`cache`]).
+    #[serde(default)]
+    pub fetched_bytes: u64,
     /// Bytes the pack files take (stored bytes, headers, and garbage the
     /// collector has not rewritten away yet).
     #[serde(default)]
@@ -254,6 +261,8 @@ pub struct Store {
     /// Chunks stored or found stored in the last few seconds: the garbage
     /// collector never takes them (see [`gc`]).
     young: Arc<Mutex<gc::Young>>,
+    /// Chunks that came from peers (see [`cache`]).
+    fetched: Mutex<cache::Fetched>,
 }
 
 /// How long a free-space figure is trusted (see [`Store::check_space`]).
@@ -281,6 +290,7 @@ impl Store {
         let mut vv: HashMap<u32, Vv> = HashMap::new();
         let mut heads = HashMap::new();
         let mut journal_len = 0u64;
+        let fetched;
         {
             let w = db.begin_write()?;
             w.open_table(META)?;
@@ -291,6 +301,7 @@ impl Store {
             w.open_table(MANIFESTS)?;
             w.open_table(CHUNKS)?;
             w.open_table(JOURNAL)?;
+            w.open_table(cache::FETCHED)?;
             w.commit()?;
             let r = db.begin_read()?;
             for item in r.open_table(CHUNKS)?.iter()? {
@@ -304,6 +315,7 @@ impl Store {
                 named_packs.insert(loc.pack);
                 chunks.insert(hash, loc);
             }
+            fetched = cache::load(&r, &chunks)?;
             for item in r.open_table(JOURNAL)?.iter()? {
                 let (k, _) = item?;
                 let (chan, author, seq) = k.value();
@@ -379,6 +391,7 @@ impl Store {
             space: Mutex::new(None),
             short: AtomicBool::new(false),
             young,
+            fetched: Mutex::new(fetched),
         })
     }
 
@@ -619,18 +632,19 @@ impl Store {
         self.short.load(Ordering::Relaxed)
     }
 
-    /// Stores a chunk unless an identical one is stored already.
+    /// Stores a chunk written here unless an identical one is stored
+    /// already (which becomes this node's own, see [`cache`]).
     pub fn put_chunk(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
         if self.holds(hash) {
-            return Ok(());
+            return self.submit(self.adopt([hash]));
         }
         self.check_space(data.len() as u64)?;
         let loc = self.packs.append(hash, data)?;
-        self.index_stored([(*hash, data.len(), loc)])
+        self.index_stored([(*hash, data.len(), loc)], false)
     }
 
-    /// Stores chunks, each unless an identical one is stored already, in
-    /// one batch (see [`pack::Packs::append_batch`]).
+    /// Stores chunks written here, each unless an identical one is stored
+    /// already, in one batch (see [`pack::Packs::append_batch`]).
     pub fn put_chunks(&self, chunks: &[(Hash, &[u8])]) -> Result<(), StoreError> {
         let mut seen = std::collections::HashSet::new();
         let new: Vec<(Hash, &[u8])> = chunks
@@ -639,21 +653,30 @@ impl Store {
             .copied()
             .collect();
         if new.is_empty() {
-            return Ok(());
+            return self.submit(self.adopt(chunks.iter().map(|(h, _)| h)));
         }
         let bytes: u64 = new.iter().map(|(_, d)| d.len() as u64).sum();
         self.check_space(bytes)?;
         let locs = self.packs.append_batch(&new)?;
-        self.index_stored(new.iter().zip(locs).map(|((h, d), loc)| (*h, d.len(), loc)))
+        self.index_stored(
+            new.iter().zip(locs).map(|((h, d), loc)| (*h, d.len(), loc)),
+            false,
+        )?;
+        // Those found stored.
+        self.submit(self.adopt(chunks.iter().map(|(h, _)| h)))
     }
 
     /// Indexes chunks just appended to a pack (hash, length, location) and
-    /// records them; one stored meanwhile by another writer keeps its place.
+    /// records them, `fetched` from a peer or written here; one stored
+    /// meanwhile by another writer keeps its place.
     fn index_stored(
         &self,
         stored: impl IntoIterator<Item = (Hash, usize, pack::Loc)>,
+        fetched: bool,
     ) -> Result<(), StoreError> {
         let mut muts = Vec::new();
+        let mut added = Vec::new();
+        let mut all = Vec::new();
         {
             let mut c = self
                 .chunks
@@ -662,12 +685,25 @@ impl Store {
             let mut young = self.young.lock().unwrap_or_else(|p| p.into_inner());
             for (hash, len, loc) in stored {
                 young.note(hash);
+                all.push(hash);
                 if let std::collections::hash_map::Entry::Vacant(v) = c.entry(hash) {
                     v.insert(loc);
                     self.stored_bytes.fetch_add(len as u64, Ordering::Relaxed);
                     muts.push(Mut::Chunk(hash, loc));
+                    added.push((hash, loc.len));
                 }
             }
+        }
+        if fetched {
+            let now = cache::now_secs();
+            let mut f = self.fetched();
+            for (h, len) in added {
+                f.mark(h, len, now);
+                muts.push(Mut::Fetched(h, Some(now)));
+            }
+        } else {
+            // Also one a fetch stored between our look and our append.
+            muts.extend(self.adopt(&all));
         }
         self.submit(muts)
     }
@@ -708,6 +744,7 @@ impl Store {
     /// Reads bytes of a stored chunk.
     pub fn read_chunk(&self, hash: &Hash, within: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.note_active();
+        self.touch(hash);
         let loc = self.loc_of(hash)?;
         match self.packs.read(&loc, within, buf) {
             // Compaction moved it meanwhile and removed its old pack.
@@ -854,6 +891,7 @@ impl Store {
         StoreStats {
             chunks: self.chunks.read().map(|c| c.len() as u64).unwrap_or(0),
             stored_bytes: self.stored_bytes.load(Ordering::Relaxed),
+            fetched_bytes: self.fetched_bytes(),
             pack_bytes: self.packs.disk_bytes(),
             journal_entries: self.counters.journal.load(Ordering::Relaxed),
         }
@@ -996,6 +1034,7 @@ impl Committer {
             let mut manifests = w.open_table(MANIFESTS)?;
             let mut chunks = w.open_table(CHUNKS)?;
             let mut journal = w.open_table(JOURNAL)?;
+            let mut fetched = w.open_table(cache::FETCHED)?;
             for m in batches.into_iter().flatten() {
                 match m {
                     Mut::Inode(c, ino, Some(rec)) => {
@@ -1018,6 +1057,13 @@ impl Committer {
                     }
                     Mut::Unchunk(h) => {
                         chunks.remove(&h[..])?;
+                        fetched.remove(&h[..])?;
+                    }
+                    Mut::Fetched(h, Some(when)) => {
+                        fetched.insert(&h[..], when)?;
+                    }
+                    Mut::Fetched(h, None) => {
+                        fetched.remove(&h[..])?;
                     }
                     Mut::Unmanifest(hs) => {
                         let young = self.young.lock().unwrap_or_else(|p| p.into_inner());

@@ -16,6 +16,9 @@ pub struct TreeRefs {
     pub versions: Vec<(Hash, Option<Arc<Manifest>>)>,
     /// Removed files whose last version a tombstone keeps: (file, version).
     pub tombs: Vec<(FileId, Hash)>,
+    /// Current versions made on this node (its own content: never
+    /// evicted, see `crate::store::cache`).
+    pub own: Vec<Hash>,
 }
 
 impl Tree {
@@ -31,6 +34,16 @@ impl Tree {
             .iter()
             .filter_map(|(id, t)| t.content.map(|h| (*id, h)))
             .collect();
-        TreeRefs { versions, tombs }
+        let own = self
+            .nodes
+            .values()
+            .filter(|n| n.vstamp.1 == self.id_prefix)
+            .filter_map(|n| n.content)
+            .collect();
+        TreeRefs {
+            versions,
+            tombs,
+            own,
+        }
     }
 }
