@@ -774,3 +774,40 @@ fn a_member_reached_only_through_a_relay_confirms_a_remove() {
         pc.stats()
     );
 }
+
+/// Confirmations outlive a restart: B saw A's remove and confirmed it,
+/// then left; A's node restarts, and its collection frees the removed
+/// file's bytes without meeting B again (they stayed until B came back
+/// while confirmations were kept in memory only).
+#[test]
+fn a_confirmation_counts_after_a_restart() {
+    let mut a = Mounted::initialized();
+    a.set_config("gc_interval", "0");
+    a.create_channel();
+    a.mount(&[]);
+    let mut b = Mounted::joined(&a, "rw", "");
+    let data = random_bytes(2 << 20, 65);
+    std::fs::write(a.p("f.bin"), &data).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin listed on B", || {
+        let len = std::fs::metadata(b.p("f.bin")).ok()?.len();
+        (len == data.len() as u64).then_some(())
+    });
+    std::fs::remove_file(a.p("f.bin")).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin gone on B", || {
+        (!b.p("f.bin").exists()).then_some(())
+    });
+    // A few ticks of confirmations (one every 2 s while B's vector grows).
+    std::thread::sleep(Duration::from_secs(5));
+    b.unmount();
+    a.unmount();
+    a.mount(&[]);
+    assert!(a.stored() >= 2 << 20, "A stores {}", a.stored());
+    // Nothing is young in a store just opened: the first run decides.
+    let out = chanfs_ok(&a.home, &["gc"]);
+    assert!(!out.contains("kept"), "A's gc: {out}");
+    assert!(
+        a.stored() < 1 << 20,
+        "A stores {} after gc: {out}",
+        a.stored()
+    );
+}

@@ -398,6 +398,13 @@ impl Net {
             let _g = rt.enter();
             tls::endpoint(addr, &ident)?
         };
+        // Confirmations count across restarts: a member that confirmed a
+        // remove before need not be met again for its bytes to go.
+        let confirmed = store
+            .confirmations()?
+            .into_iter()
+            .map(|(local, member, vv)| ((member, local), vv))
+            .collect();
         let inner = Arc::new(Inner {
             ident,
             store,
@@ -411,7 +418,7 @@ impl Net {
             boot_dialing: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
-            confirmed: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(confirmed),
             tokens: AtomicU64::new(1),
             chan_bytes: Mutex::new(HashMap::new()),
             applying: Mutex::new(HashMap::new()),
@@ -506,8 +513,8 @@ impl Net {
     /// to a member that relayed it) at a time when we held every entry of
     /// its own that it counted. Once it covers an entry, no change that
     /// `peer` made without having seen that entry can still arrive (the
-    /// garbage collector's test for tombstones). Kept in memory only:
-    /// after a restart, peers confirm again.
+    /// garbage collector's test for tombstones). Recorded in the store,
+    /// so it holds after a restart.
     pub fn confirmed(&self, local: u32, peer: &[u8; 32]) -> Option<Vv> {
         lock(&self.inner.confirmed).get(&(*peer, local)).cloned()
     }
@@ -578,8 +585,11 @@ impl Inner {
         let mut c = lock(&self.confirmed);
         let newer = c
             .get(&(member, local))
-            .is_none_or(|old| crate::store::covers(&vv, old));
+            .is_none_or(|old| *old != vv && crate::store::covers(&vv, old));
         if newer {
+            if let Err(e) = self.store.record_confirmation(local, member, &vv) {
+                tracing::warn!("recording a confirmation: {e}");
+            }
             c.insert((member, local), vv);
         }
     }

@@ -42,6 +42,9 @@ const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks-v1");
 /// Journal entries by (channel, author, seq): the author's signed bytes.
 const JOURNAL: TableDefinition<(u32, &[u8], u64), &[u8]> = TableDefinition::new("journal-v2");
+/// The newest version vector each other member confirmed, by (channel,
+/// member): see `crate::net::repl::Net::confirmed`.
+const CONFIRMED: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("confirmed-v1");
 
 /// redb page cache size.
 const REDB_CACHE: usize = 16 << 20;
@@ -190,6 +193,8 @@ pub enum Mut {
     /// Mark a chunk fetched from a peer (`Some`: when, seconds since the
     /// epoch) or this node's own (see [`cache`]).
     Fetched(Hash, Option<u64>),
+    /// Record the version vector (encoded) a member confirmed in a channel.
+    Confirmed(u32, [u8; 32], Vec<u8>),
 }
 
 enum Msg {
@@ -302,6 +307,7 @@ impl Store {
             w.open_table(CHUNKS)?;
             w.open_table(JOURNAL)?;
             w.open_table(cache::FETCHED)?;
+            w.open_table(CONFIRMED)?;
             w.commit()?;
             let r = db.begin_read()?;
             for item in r.open_table(CHUNKS)?.iter()? {
@@ -791,6 +797,34 @@ impl Store {
         Ok(out)
     }
 
+    /// Records that `member` confirmed `vv` in channel `chan` (see
+    /// `crate::net::repl::Net::confirmed`), so that it counts after a
+    /// restart too.
+    pub fn record_confirmation(
+        &self,
+        chan: u32,
+        member: [u8; 32],
+        vv: &Vv,
+    ) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(vv)?;
+        self.submit_quietly(vec![Mut::Confirmed(chan, member, bytes)])
+    }
+
+    /// Every confirmation recorded: (channel, member, version vector).
+    pub fn confirmations(&self) -> Result<Vec<(u32, [u8; 32], Vv)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in r.open_table(CONFIRMED)?.iter()? {
+            let (k, v) = item?;
+            let (chan, member) = k.value();
+            let Ok(member) = <[u8; 32]>::try_from(member) else {
+                continue;
+            };
+            out.push((chan, member, postcard::from_bytes(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// The channel called `name`.
     pub fn channel(&self, name: &str) -> Result<ChannelRec, StoreError> {
         self.channels()?
@@ -1035,6 +1069,7 @@ impl Committer {
             let mut chunks = w.open_table(CHUNKS)?;
             let mut journal = w.open_table(JOURNAL)?;
             let mut fetched = w.open_table(cache::FETCHED)?;
+            let mut confirmed = w.open_table(CONFIRMED)?;
             for m in batches.into_iter().flatten() {
                 match m {
                     Mut::Inode(c, ino, Some(rec)) => {
@@ -1064,6 +1099,9 @@ impl Committer {
                     }
                     Mut::Fetched(h, None) => {
                         fetched.remove(&h[..])?;
+                    }
+                    Mut::Confirmed(c, member, vv) => {
+                        confirmed.insert((c, &member[..]), vv.as_slice())?;
                     }
                     Mut::Unmanifest(hs) => {
                         let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
