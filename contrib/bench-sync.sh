@@ -42,6 +42,9 @@
 #
 # Syncthing's B has the file's bytes in its page cache (it wrote them), so
 # its read throughput is a memory copy; chanfs's B fetches chunks from A.
+# B's reader reads into a buffer made (every page touched) before A starts
+# writing: page faults of a fresh 100 MiB buffer cost this VM about 0.2 s,
+# which is the benchmark's own time, not the filesystem's.
 # Full run: about 13 minutes (Syncthing's 10,000 files take most); --quick: 3.
 #
 # Syncthing runs with its default folder settings (watcher on, 10 s delay);
