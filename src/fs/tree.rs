@@ -1178,6 +1178,7 @@ impl Tree {
                 _ => {}
             }
             let (did, dseen) = (dn.id, dn.content);
+            let dturns = self.takes_turns(d);
             if let Some(n) = self.nodes.get_mut(&d) {
                 if n.kind == NodeKind::Dir {
                     n.nlink = 0;
@@ -1186,26 +1187,45 @@ impl Tree {
                 }
                 n.ctime = t;
             }
-            if src_dir {
-                if let Some(p) = self.nodes.get_mut(&newparent) {
+            if let Some(p) = self.nodes.get_mut(&newparent) {
+                p.entries.remove(newname);
+                if src_dir {
                     p.nlink -= 1;
                 }
             }
             self.bury(d, newparent, newname, ch);
             let op = self.remove_op(d, did, npid, newname, dseen);
+            self.end_lost_claim(d);
             self.maybe_free(d, ch);
+            // As peers apply the remove before the move: a node shown
+            // under a conflict name of the freed name takes it back, and
+            // the older of it and the moved node keeps the name (below).
+            self.with_deferred(|tree, fx| {
+                tree.give_back(newparent, newname, t, ch, fx);
+                if dturns {
+                    tree.arrange(newparent, newname, t, ch, fx);
+                }
+                tree.follow(d, t, ch, fx);
+            });
             ch.op(hlc, op);
         }
+        // Taken back meanwhile by a node that claimed it.
+        let retaken = self
+            .nodes
+            .get(&newparent)
+            .is_some_and(|p| p.entries.contains_key(newname));
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.entries.remove(name);
             if src_dir {
                 p.nlink -= 1;
             }
         }
-        if let Some(p) = self.nodes.get_mut(&newparent) {
-            p.entries.insert(newname.to_vec(), src);
-            if src_dir {
-                p.nlink += 1;
+        if !retaken {
+            if let Some(p) = self.nodes.get_mut(&newparent) {
+                p.entries.insert(newname.to_vec(), src);
+                if src_dir {
+                    p.nlink += 1;
+                }
             }
         }
         let stamp = self.stamp(hlc);
@@ -1220,7 +1240,11 @@ impl Tree {
             self.touch_dir(newparent, t, ch);
         }
         ch.dirent(parent, name, None);
-        ch.dirent(newparent, newname, Some(src));
+        if retaken {
+            self.with_deferred(|tree, fx| tree.place(newparent, newname, src, t, ch, fx));
+        } else {
+            ch.dirent(newparent, newname, Some(src));
+        }
         self.with_deferred(|tree, fx| {
             tree.give_back(parent, name, t, ch, fx);
             tree.follow(src, t, ch, fx);

@@ -255,7 +255,7 @@ impl Tree {
     /// Gives `ino` the name `name` in `parent`; when another node holds the
     /// name, the younger of the two (creation clock, then id) takes a
     /// conflict name instead.
-    fn place(
+    pub(super) fn place(
         &mut self,
         parent: u64,
         name: &[u8],
@@ -717,6 +717,7 @@ impl Tree {
                     if let Some(tb) = self.tombs.get_mut(id).filter(|tb| stamp > tb.place) {
                         (tb.parent, tb.name, tb.place) = (*parent, name.clone(), stamp);
                         ch.tomb(id, Some(tb));
+                        self.follow_removed(id, t, ch, fx);
                     }
                     return;
                 }
@@ -1082,6 +1083,9 @@ impl Tree {
         let mut n = self.new_node(*id, NodeKind::File, tomb.perm, parent, tomb.born);
         n.content = *replaces;
         (n.size, n.mtime) = tomb.size_mtime;
+        // The move that placed it: an older one met later stays skipped,
+        // as where it was never removed.
+        n.stamps.place = tomb.place;
         self.revive(ino, n, &tomb, ch);
         self.tombs.remove(id);
         ch.tomb(id, None);
@@ -1863,25 +1867,64 @@ impl Tree {
             let Some((parent, name)) = self.claimed_name(f) else {
                 continue;
             };
-            for c in copies {
-                let Some(x) = self.nodes.get(&c) else {
-                    continue;
-                };
-                let (author, hlc, from) = (x.vstamp.1, x.vstamp.0, x.parent);
-                let want = conflict_name(&name, author, hlc);
-                let Some(cur) = self.name_in(from, c, b"") else {
-                    continue;
-                };
-                if from != parent || unsuffixed(&cur) != want {
-                    self.unlink_name(from, &cur, t, ch, fx);
-                    let alt = self.free_conflict_name(parent, &name, author, hlc);
-                    self.link_name(parent, &alt, c, t, ch, fx);
-                    fx.inodes.push(c);
-                    self.arrange(parent, &want, t, ch, fx);
-                    self.arrange(from, &cur, t, ch, fx);
-                }
-                todo.push(c);
+            self.name_copies(&copies, parent, &name, t, ch, fx);
+            todo.extend(copies);
+        }
+    }
+
+    /// Gives conflict copies `copies` the conflict names of `name` in
+    /// `parent` (their file's name), where they have others.
+    fn name_copies(
+        &mut self,
+        copies: &[u64],
+        parent: u64,
+        name: &[u8],
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        for &c in copies {
+            let Some(x) = self.nodes.get(&c) else {
+                continue;
+            };
+            let (author, hlc, from) = (x.vstamp.1, x.vstamp.0, x.parent);
+            let want = conflict_name(name, author, hlc);
+            let Some(cur) = self.name_in(from, c, b"") else {
+                continue;
+            };
+            if from != parent || unsuffixed(&cur) != want {
+                self.unlink_name(from, &cur, t, ch, fx);
+                let alt = self.free_conflict_name(parent, name, author, hlc);
+                self.link_name(parent, &alt, c, t, ch, fx);
+                fx.inodes.push(c);
+                self.arrange(parent, &want, t, ch, fx);
+                self.arrange(from, &cur, t, ch, fx);
             }
+        }
+    }
+
+    /// Like [`Tree::follow`] for file `id`, removed here, whose tombstone
+    /// a move made elsewhere just renamed: its untouched copies take the
+    /// new name, as where the move came before the remove.
+    fn follow_removed(&mut self, id: &FileId, t: i64, ch: &mut Changes, fx: &mut Effects) {
+        let Some(tb) = self.tombs.get(id) else {
+            return;
+        };
+        let Some(parent) = self.dir_ino(&tb.parent) else {
+            return;
+        };
+        let name = tb.name.clone();
+        let copies: Vec<u64> = self
+            .copies_of_id(id)
+            .into_iter()
+            .filter(|&c| self.untouched_copy(c))
+            .collect();
+        if copies.is_empty() {
+            return;
+        }
+        self.name_copies(&copies, parent, &name, t, ch, fx);
+        for c in copies {
+            self.follow(c, t, ch, fx);
         }
     }
 

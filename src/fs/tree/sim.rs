@@ -14,6 +14,8 @@
 //!
 //! Clocks start far in the future (2100) so that [`Hlc::now`] is always
 //! "last + 1": runs do not depend on the wall clock and are deterministic.
+//! With `SIM_TRACE` set, every entry made (`L`) and applied (`R`) is
+//! printed, to read what a diverging seed did.
 
 #![allow(clippy::unwrap_used)]
 
@@ -35,6 +37,14 @@ const SEEDS: std::ops::Range<u64> = 1..21;
 /// Every seed, with causal delivery and without (as the protocol is today).
 fn runs() -> impl Iterator<Item = (u64, bool)> {
     SEEDS.flat_map(|s| [(s, true), (s, false)])
+}
+
+/// Prints a line of the run's trace (every entry made and applied) when
+/// `SIM_TRACE` is set: what a diverging seed did, to read.
+fn trace(line: impl FnOnce() -> String) {
+    if std::env::var_os("SIM_TRACE").is_some() {
+        eprintln!("{}", line());
+    }
 }
 
 /// xorshift64*: a tiny deterministic PRNG.
@@ -467,6 +477,7 @@ impl Sim {
     fn push(&mut self, i: usize) {
         let out = std::mem::take(&mut self.nodes[i].outbox);
         for (e, deps) in out {
+            trace(|| format!("L n{i} #{} h{} {:?}", e.seq, e.hlc - BASE_HLC, e.op));
             self.deps.insert((e.author, e.seq), deps);
             for j in 0..self.nodes.len() {
                 if j == i || self.offline[i] || self.offline[j] {
@@ -565,7 +576,20 @@ impl Sim {
                 return false;
             }
         }
-        self.nodes[to].receive(e)
+        let applied = self.nodes[to].receive(e);
+        if applied {
+            let from = self.nodes.iter().position(|n| n.author == e.author);
+            trace(|| {
+                format!(
+                    "R n{to} <- n{}#{} h{} {:?}",
+                    from.unwrap_or(usize::MAX),
+                    e.seq,
+                    e.hlc - BASE_HLC,
+                    e.op
+                )
+            });
+        }
+        applied
     }
 
     /// Delivers up to `k` messages, each picked at random from the wire.
@@ -2456,6 +2480,18 @@ struct Ops {
     link: bool,
 }
 
+impl Ops {
+    /// Every operation.
+    const ALL: Ops = Ops {
+        shared_edits: true,
+        renames: true,
+        remove: true,
+        dir_moves: true,
+        replace: true,
+        link: true,
+    };
+}
+
 /// Runs a random workload on 3 nodes: `steps` rounds of local operations
 /// interleaved with faulty delivery and lossy gossip, a partition for a
 /// while, then healing. Returns the sim for checking.
@@ -2605,8 +2641,8 @@ fn random_workload_with(ops: Ops) {
 /// edits, some committed over remote versions), removes, renames and
 /// directory moves, renames that replace their target.
 #[test]
-#[ignore = "known gaps (see report; 6 of seeds 1..=40 diverge, every other \
-            subset converges): the names of a hard-linked file have no \
+#[ignore = "known gaps (6 of seeds 1..=40 diverge; without hard links, 2 of \
+            1..=150, see random_workload_with_every_operation_but_links_known_gaps): the names of a hard-linked file have no \
             identity of their own, so a remove or move names a directory \
             and name that concurrent renames, links and removes may have \
             given to another name of the file (a remove of a name that a \
@@ -2617,15 +2653,44 @@ fn random_workload_with(ops: Ops) {
             rename changed, met with a remove of the last name and an edit \
             that brings it back: 39)"]
 fn random_workload_with_every_operation_converges() {
-    let ops = Ops {
-        shared_edits: true,
-        renames: true,
-        remove: true,
-        dir_moves: true,
-        replace: true,
-        link: true,
-    };
     for seed in SEEDS {
-        random_run(seed, 60, &ops, true).converged();
+        random_run(seed, 60, &Ops::ALL, true).converged();
     }
+}
+
+/// Seeds of [`random_workload_with_every_operation_but_links`] that still
+/// diverge (see that test).
+const NO_LINK_GAPS: [u64; 2] = [72, 137];
+
+/// Every operation but hard links, over 150 seeds: any node changes any
+/// node (concurrent edits, some committed over remote versions), removes,
+/// renames and directory moves, renames that replace their target. All
+/// nodes converge, except on the seeds of known gaps (run by
+/// `random_workload_with_every_operation_but_links_known_gaps`).
+#[test]
+fn random_workload_with_every_operation_but_links_converges() {
+    for seed in (1..=150).filter(|s| !NO_LINK_GAPS.contains(s)) {
+        random_workload_with_every_operation_but_links(seed);
+    }
+}
+
+/// The seeds where the workload above still diverges.
+#[test]
+#[ignore = "known gaps: one node committing the same bytes twice over one \
+            stale version (two handles of a file) makes a conflict copy that \
+            nodes meeting the commits in another order do not (72); the \
+            name of a conflict copy of a conflict copy differs with the order \
+            its versions arrive in (137)"]
+fn random_workload_with_every_operation_but_links_known_gaps() {
+    for seed in NO_LINK_GAPS {
+        random_workload_with_every_operation_but_links(seed);
+    }
+}
+
+fn random_workload_with_every_operation_but_links(seed: u64) {
+    let ops = Ops {
+        link: false,
+        ..Ops::ALL
+    };
+    random_run(seed, 60, &ops, true).converged();
 }
