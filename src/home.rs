@@ -23,7 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub fetch_timeout: Option<f64>,
     /// Seconds between garbage collections while anything changes
-    /// (default 60; 0 turns them off, leaving `chanfs gc`).
+    /// (default 60; 0 turns them off, leaving `chanfs gc` and, with
+    /// `cache_max`, the collections that evict fetched content).
     #[serde(default)]
     pub gc_interval: Option<f64>,
     /// Most bytes of content fetched from peers kept here (`"20 GiB"`, or
