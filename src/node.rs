@@ -529,6 +529,10 @@ impl Node {
             .run(&self.store, &self.ident.id.0, &chans, confirmed)
             .map_err(|e| format!("garbage collection: {e}"))?
             .ok_or("garbage collection put off: files stayed busy; try again")?;
+        let swept = self.store.take_swept();
+        if let Some(net) = net {
+            net.forget_in_scopes(&swept);
+        }
         tracing::info!("garbage collection: {report}");
         Ok(report)
     }

@@ -519,6 +519,24 @@ impl Net {
         lock(&self.inner.confirmed).get(&(*peer, local)).cloned()
     }
 
+    /// Forgets `hashes` (garbage a collection dropped) in what each
+    /// channel's journal is known to reference: the index of what
+    /// members of only some channels may be served would otherwise grow
+    /// with every version ever written. A version written again later is
+    /// found again by the next scan of the entries that name it.
+    pub fn forget_in_scopes(&self, hashes: &[Hash]) {
+        if hashes.is_empty() {
+            return;
+        }
+        let mut scopes = lock(&self.inner.scopes);
+        for s in scopes.values_mut() {
+            for h in hashes {
+                s.chunks.remove(h);
+                s.manifests.remove(h);
+            }
+        }
+    }
+
     /// Entries of channel `local` received and not applied yet.
     pub fn to_apply(&self, local: u32) -> u64 {
         lock(&self.inner.applying).get(&local).copied().unwrap_or(0)

@@ -186,12 +186,14 @@ impl Store {
             });
             drop(young);
             let mut f = self.fetched();
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
             for m in &muts {
                 if let Mut::Unchunk(h) = m {
                     f.unmark(h);
+                    swept.push(*h);
                 }
             }
-            drop(f);
+            drop((f, swept));
             self.stored_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
             // Queued before the index lock goes: a writer storing one of
             // them again queues its record after this drop.
@@ -227,10 +229,20 @@ impl Store {
             manifests: dead.len() as u64,
             ..Swept::default()
         };
+        self.swept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(&dead);
         if !dead.is_empty() {
             self.submit_quietly(vec![Mut::Unmanifest(dead)])?;
         }
         Ok(out)
+    }
+
+    /// The chunks and manifests collections dropped since the last call
+    /// (garbage: nothing live refers to them).
+    pub fn take_swept(&self) -> Vec<Hash> {
+        std::mem::take(&mut *self.swept.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Rewrites each pack of which half or more (and at least 1 MiB) is
@@ -426,6 +438,9 @@ mod tests {
         drop(run);
         assert_eq!((swept.chunks, swept.bytes), (1, dead.len() as u64));
         assert!(!s.has_chunk(&dead_h));
+        // What went is handed once to whoever indexes references.
+        assert_eq!(s.take_swept(), [dead_h]);
+        assert!(s.take_swept().is_empty());
         assert_eq!(s.stats().stored_bytes, live.len() as u64);
         let c = s.compact().unwrap();
         assert_eq!((c.packs, c.moved), (1, 1), "{c:?}");

@@ -268,6 +268,9 @@ pub struct Store {
     young: Arc<Mutex<gc::Young>>,
     /// Chunks that came from peers (see [`cache`]).
     fetched: Mutex<cache::Fetched>,
+    /// Chunks and manifests garbage collections dropped, until
+    /// [`Store::take_swept`] takes them.
+    swept: Mutex<Vec<Hash>>,
 }
 
 /// How long a free-space figure is trusted (see [`Store::check_space`]).
@@ -398,6 +401,7 @@ impl Store {
             short: AtomicBool::new(false),
             young,
             fetched: Mutex::new(fetched),
+            swept: Mutex::new(Vec::new()),
         })
     }
 
