@@ -547,7 +547,13 @@ impl ChanFs {
             // A remote version arrived while this one was being written:
             // both are kept, as on every other node.
             let current = t.get(ino).map(|n| n.content).ok();
-            if current.is_some_and(|cur| cur != c.base_hash) {
+            // It holds these bytes already (written back unchanged, or by
+            // another handle or a peer meanwhile) and supersedes no copy:
+            // no new version.
+            let redundant = t.redundant_version(ino, &hash, &c.base_hash);
+            if redundant {
+                // Nothing to record.
+            } else if current.is_some_and(|cur| cur != c.base_hash) {
                 let mut fx = tree::Effects::default();
                 let ours = tree::Version {
                     manifest: hash,
@@ -567,7 +573,7 @@ impl ChanFs {
                 n.size = c.size;
                 n.vstamp = stamp;
             }
-            if let Ok(n) = t.get(ino) {
+            if let Some(n) = t.get(ino).ok().filter(|_| !redundant) {
                 let (id, mtime) = (n.id, n.mtime);
                 t.persist(ino, &mut ch);
                 t.journal(

@@ -1237,6 +1237,16 @@ impl Tree {
 
     /// The conflict copy of file `ino` holding version `content` untouched
     /// since it was made (same content, name and place).
+    /// True when a local commit of `manifest` over `base` to file `ino`
+    /// would change nothing anywhere: the file holds those bytes already
+    /// and no conflict copy holds `base` (which the commit would
+    /// supersede). Peers holding other bytes would only keep it as one
+    /// more copy of what the file holds.
+    pub fn redundant_version(&self, ino: u64, manifest: &Option<Hash>, base: &Option<Hash>) -> bool {
+        self.nodes.get(&ino).is_some_and(|n| n.content == *manifest)
+            && self.conflict_copy_of(ino, base).is_none()
+    }
+
     fn conflict_copy_of(&self, ino: u64, content: &Option<Hash>) -> Option<u64> {
         self.copy_of_version(&self.nodes.get(&ino)?.id, content)
     }
