@@ -703,7 +703,10 @@ impl Tree {
                 old_name,
             } => {
                 let stamp = (e.hlc, author);
-                if self.ino_of(id).is_none() && parent != old_parent {
+                // The directory the remover saw it in (where it was removed
+                // here), else the one the mover saw it in.
+                let removed_from = self.tombs.get(id).map_or(*old_parent, |tb| tb.parent);
+                if self.ino_of(id).is_none() && *parent != removed_from {
                     // Removed here while it was moved to another directory
                     // there: the move wins (as it does where the remove
                     // arrives second and finds it gone from its directory).
@@ -1242,7 +1245,12 @@ impl Tree {
     /// and no conflict copy holds `base` (which the commit would
     /// supersede). Peers holding other bytes would only keep it as one
     /// more copy of what the file holds.
-    pub fn redundant_version(&self, ino: u64, manifest: &Option<Hash>, base: &Option<Hash>) -> bool {
+    pub fn redundant_version(
+        &self,
+        ino: u64,
+        manifest: &Option<Hash>,
+        base: &Option<Hash>,
+    ) -> bool {
         self.nodes.get(&ino).is_some_and(|n| n.content == *manifest)
             && self.conflict_copy_of(ino, base).is_none()
     }
