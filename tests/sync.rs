@@ -384,10 +384,19 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
         let l = listing(&a);
         (l.len() == 2).then_some(l)
     });
-    let on_b = wait_for(30, "two versions on B", || {
+    // What B shows when it never matches, for the failure message.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let on_b = loop {
         let l = listing(&b);
-        (l == on_a).then_some(l)
-    });
+        if l == on_a {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never showed A's {on_a:?}: it shows {l:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let contents: Vec<&[u8]> = on_b.iter().map(|(_, c)| c.as_slice()).collect();
     assert!(contents.contains(&&b"edited on A"[..]), "{on_b:?}");
     assert!(contents.contains(&&b"edited on B"[..]), "{on_b:?}");
