@@ -561,7 +561,8 @@ fn collect_while_running(
     let soon = 2 * crate::store::gc::GRACE + Duration::from_secs(1);
     let mut last = Instant::now();
     let mut changed: Option<Instant> = None;
-    // Fetched bytes after the last run, and when they last grew.
+    // Fetched bytes after the last run, and the last tick they were above
+    // that figure.
     let mut fetched_after = 0;
     let mut grew: Option<Instant> = None;
     loop {
@@ -629,6 +630,7 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
             Err(e) => return Err(e.into()),
         }
     };
+    let cache_max = cfg.cache_max.map(|b| b.as_u64());
     let node = Arc::new(Node {
         home: home.clone(),
         ident: ident.clone(),
@@ -645,8 +647,8 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
         stopping: Mutex::new(false),
         clients: std::sync::atomic::AtomicUsize::new(0),
         listen_actual: Mutex::new(cfg.listen.clone()),
-        gc: Mutex::new(crate::gc::Collector::new(cfg.cache_max.map(|b| b.as_u64()))),
-        cache_max: cfg.cache_max.map(|b| b.as_u64()),
+        gc: Mutex::new(crate::gc::Collector::new(cache_max)),
+        cache_max,
     });
     let fetch_timeout = Duration::from_secs_f64(cfg.fetch_timeout.unwrap_or(10.0).max(0.1));
     match Net::start(
@@ -720,7 +722,6 @@ pub fn run(home: &Home, first: Option<(String, PathBuf, bool)>, serve: bool) -> 
     let every = Some(cfg.gc_interval.unwrap_or(60.0))
         .filter(|e| *e > 0.0)
         .map(Duration::from_secs_f64);
-    let cache_max = cfg.cache_max.map(|b| b.as_u64());
     if every.is_some() || cache_max.is_some() {
         let weak = Arc::downgrade(&node);
         let commits = store.subscribe();

@@ -725,6 +725,22 @@ fn a_removed_file_keeps_its_bytes_until_the_other_member_saw_the_remove() {
     });
 }
 
+/// Writes 2 MiB of random bytes (`seed`) to f.bin on `a`, waits until
+/// `other` lists it whole, removes it on `a` and waits until `other` sees
+/// it gone.
+fn write_then_remove_seen_by(a: &Mounted, other: &Mounted, seed: u64) {
+    let data = random_bytes(2 << 20, seed);
+    std::fs::write(a.p("f.bin"), &data).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin listed on the other node", || {
+        let len = std::fs::metadata(other.p("f.bin")).ok()?.len();
+        (len == data.len() as u64).then_some(())
+    });
+    std::fs::remove_file(a.p("f.bin")).unwrap();
+    wait_for(CONVERGE_SECS, "f.bin gone on the other node", || {
+        (!other.p("f.bin").exists()).then_some(())
+    });
+}
+
 /// The garbage collector hears of a member it never meets: A and C never
 /// talk (each one's proxy drops the other's datagrams), so C's
 /// confirmation that it saw a remove reaches A only relayed by B, and A's
@@ -749,16 +765,7 @@ fn a_member_reached_only_through_a_relay_confirms_a_remove() {
     c.mount(&[]);
     pa.block_client(c.listen_addr());
     pc.block_client(a.listen_addr());
-    let data = random_bytes(2 << 20, 64);
-    std::fs::write(a.p("f.bin"), &data).unwrap();
-    wait_for(CONVERGE_SECS, "f.bin listed on C", || {
-        let len = std::fs::metadata(c.p("f.bin")).ok()?.len();
-        (len == data.len() as u64).then_some(())
-    });
-    std::fs::remove_file(a.p("f.bin")).unwrap();
-    wait_for(CONVERGE_SECS, "f.bin gone on C", || {
-        (!c.p("f.bin").exists()).then_some(())
-    });
+    write_then_remove_seen_by(&a, &c, 64);
     // Past the few seconds of grace of chunks just stored, and a few ticks
     // of confirmations.
     wait_for(CONVERGE_SECS, "A's gc to free the removed file", || {
@@ -786,16 +793,7 @@ fn a_confirmation_counts_after_a_restart() {
     a.create_channel();
     a.mount(&[]);
     let mut b = Mounted::joined(&a, "rw", "");
-    let data = random_bytes(2 << 20, 65);
-    std::fs::write(a.p("f.bin"), &data).unwrap();
-    wait_for(CONVERGE_SECS, "f.bin listed on B", || {
-        let len = std::fs::metadata(b.p("f.bin")).ok()?.len();
-        (len == data.len() as u64).then_some(())
-    });
-    std::fs::remove_file(a.p("f.bin")).unwrap();
-    wait_for(CONVERGE_SECS, "f.bin gone on B", || {
-        (!b.p("f.bin").exists()).then_some(())
-    });
+    write_then_remove_seen_by(&a, &b, 65);
     // A few ticks of confirmations (one every 2 s while B's vector grows).
     std::thread::sleep(Duration::from_secs(5));
     b.unmount();

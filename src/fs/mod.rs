@@ -32,7 +32,7 @@ use crate::store::ranges::RangeSet;
 use crate::store::{Hash, Mut, Store, StoreError};
 use staging::Staging;
 use stream::{Offered, Streamer};
-use tree::{Node, Tree, TreeRefs, R};
+use tree::{Changes, Node, Tree, TreeRefs, R};
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
@@ -512,6 +512,59 @@ impl ChanFs {
     }
 
     /// Re-chunks the dirty parts of `ino` and records the new version.
+    /// Records version `hash` (manifest `m`) of file `ino` written over
+    /// `c.base_hash`, and its journal entry. A remote version that arrived
+    /// while this one was being written is kept beside it, as on every
+    /// other node.
+    fn record_version(
+        &self,
+        t: &mut Tree,
+        ch: &mut Changes,
+        ino: u64,
+        c: &Content,
+        hash: Option<Hash>,
+        m: &Arc<Manifest>,
+    ) {
+        let hlc = self.hlc.now();
+        let stamp = t.stamp(hlc);
+        let current = t.get(ino).map(|n| n.content).ok();
+        if current.is_some_and(|cur| cur != c.base_hash) {
+            let mut fx = tree::Effects::default();
+            let ours = tree::Version {
+                manifest: hash,
+                size: c.size,
+                mtime: t.get(ino).map(|n| n.mtime).unwrap_or(0),
+                stamp,
+            };
+            t.content_conflict(ino, ours, &c.base_hash, tree::now_ns(), ch, &mut fx);
+            if let Ok(n) = t.get_mut(ino) {
+                if n.content == hash {
+                    n.manifest = Some(m.clone());
+                }
+            }
+        } else if let Ok(n) = t.get_mut(ino) {
+            n.content = hash;
+            n.manifest = Some(m.clone());
+            n.size = c.size;
+            n.vstamp = stamp;
+        }
+        if let Ok(n) = t.get(ino) {
+            let (id, mtime) = (n.id, n.mtime);
+            t.persist(ino, ch);
+            t.journal(
+                ch,
+                hlc,
+                Op::Content {
+                    id,
+                    manifest: hash,
+                    size: c.size,
+                    replaces: c.base_hash,
+                    mtime,
+                },
+            );
+        }
+    }
+
     fn commit_content(&self, ino: u64, c: &mut Content) -> R<()> {
         if !c.changed {
             return Ok(());
@@ -542,51 +595,11 @@ impl ChanFs {
             for x in muts {
                 ch.push(x);
             }
-            let hlc = self.hlc.now();
-            let stamp = t.stamp(hlc);
-            // A remote version arrived while this one was being written:
-            // both are kept, as on every other node.
-            let current = t.get(ino).map(|n| n.content).ok();
             // It holds these bytes already (written back unchanged, or by
             // another handle or a peer meanwhile) and supersedes no copy:
             // no new version.
-            let redundant = t.redundant_version(ino, &hash, &c.base_hash);
-            if redundant {
-                // Nothing to record.
-            } else if current.is_some_and(|cur| cur != c.base_hash) {
-                let mut fx = tree::Effects::default();
-                let ours = tree::Version {
-                    manifest: hash,
-                    size: c.size,
-                    mtime: t.get(ino).map(|n| n.mtime).unwrap_or(0),
-                    stamp,
-                };
-                t.content_conflict(ino, ours, &c.base_hash, tree::now_ns(), &mut ch, &mut fx);
-                if let Ok(n) = t.get_mut(ino) {
-                    if n.content == hash {
-                        n.manifest = Some(m.clone());
-                    }
-                }
-            } else if let Ok(n) = t.get_mut(ino) {
-                n.content = hash;
-                n.manifest = Some(m.clone());
-                n.size = c.size;
-                n.vstamp = stamp;
-            }
-            if let Some(n) = t.get(ino).ok().filter(|_| !redundant) {
-                let (id, mtime) = (n.id, n.mtime);
-                t.persist(ino, &mut ch);
-                t.journal(
-                    &mut ch,
-                    hlc,
-                    Op::Content {
-                        id,
-                        manifest: hash,
-                        size: c.size,
-                        replaces: c.base_hash,
-                        mtime,
-                    },
-                );
+            if !t.redundant_version(ino, &hash, &c.base_hash) {
+                self.record_version(&mut t, &mut ch, ino, c, hash, &m);
             }
             self.submit(ch.into_muts())?;
         }

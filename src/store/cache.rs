@@ -76,12 +76,7 @@ impl Store {
     /// Stores a chunk that came from another member, marked fetched
     /// (unless it is stored already: then it stays as it is).
     pub fn put_fetched(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        if self.holds(hash) {
-            return Ok(());
-        }
-        self.check_space(data.len() as u64)?;
-        let loc = self.packs.append(hash, data)?;
-        self.index_stored([(*hash, data.len(), loc)], true)
+        self.put_one(hash, data, true)
     }
 
     /// Chunks a local writer stored or found stored are its own: no
@@ -98,10 +93,10 @@ impl Store {
             .collect()
     }
 
-    /// Notes that a chunk was read (it is evicted last).
+    /// Notes that a chunk was read (it is evicted last). On every read:
+    /// skipped while another thread holds the marks (recency is a hint).
     pub(super) fn touch(&self, h: &Hash) {
-        let mut f = self.fetched();
-        if !f.map.is_empty() {
+        if let Ok(mut f) = self.fetched.try_lock() {
             f.touch(h);
         }
     }
@@ -127,11 +122,7 @@ impl Store {
         let mut out = Evicted::default();
         let mut muts = Vec::new();
         {
-            // Lock order: the index, then the marks.
-            let mut c = self
-                .chunks
-                .write()
-                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            let mut c = self.index_mut()?;
             let mut f = self.fetched();
             if f.bytes <= max {
                 return Ok(out);

@@ -169,10 +169,7 @@ impl Store {
         let mut out = self.sweep_manifests(run, versions)?;
         let mut muts = Vec::new();
         {
-            let mut c = self
-                .chunks
-                .write()
-                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            let mut c = self.index_mut()?;
             let young = self.young.lock().unwrap_or_else(|p| p.into_inner());
             let keep = |h: &Hash| live.contains(h) || young.holds(h);
             c.retain(|h, loc| {
@@ -298,6 +295,16 @@ impl Store {
             .map_err(|_| StoreError::Stopped("lock poisoned".into()))
     }
 
+    /// The chunk index, to change (lock order: the index, then the young
+    /// set, the fetched marks, the swept list).
+    pub(super) fn index_mut(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<Hash, Loc>>, StoreError> {
+        self.chunks
+            .write()
+            .map_err(|_| StoreError::Stopped("lock poisoned".into()))
+    }
+
     /// Copies chunks to the newest pack and points the index at the
     /// copies (where it still names the old place). Returns how many moved.
     fn move_chunks(&self, chunks: &[(Hash, Loc)]) -> Result<u64, StoreError> {
@@ -345,10 +352,7 @@ impl Store {
             };
             let mut muts = Vec::new();
             {
-                let mut c = self
-                    .chunks
-                    .write()
-                    .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+                let mut c = self.index_mut()?;
                 for ((h, old, _), new) in batch.iter().zip(locs) {
                     if let Some(at) = c.get_mut(h) {
                         if at == old {

@@ -645,12 +645,22 @@ impl Store {
     /// Stores a chunk written here unless an identical one is stored
     /// already (which becomes this node's own, see [`cache`]).
     pub fn put_chunk(&self, hash: &Hash, data: &[u8]) -> Result<(), StoreError> {
-        if self.holds(hash) {
-            return self.submit(self.adopt([hash]));
+        self.put_one(hash, data, false)
+    }
+
+    /// Stores one chunk, `fetched` from a peer or written here.
+    fn put_one(&self, hash: &Hash, data: &[u8], fetched: bool) -> Result<(), StoreError> {
+        if !self.holds(hash) {
+            self.check_space(data.len() as u64)?;
+            let loc = self.packs.append(hash, data)?;
+            self.index_stored([(*hash, data.len(), loc)], fetched)?;
         }
-        self.check_space(data.len() as u64)?;
-        let loc = self.packs.append(hash, data)?;
-        self.index_stored([(*hash, data.len(), loc)], false)
+        if fetched {
+            return Ok(());
+        }
+        // Found stored, or stored by a fetch between our look and our
+        // append: this node's own now.
+        self.submit(self.adopt([hash]))
     }
 
     /// Stores chunks written here, each unless an identical one is stored
@@ -662,23 +672,23 @@ impl Store {
             .filter(|(h, _)| !self.holds(h) && seen.insert(*h))
             .copied()
             .collect();
-        if new.is_empty() {
-            return self.submit(self.adopt(chunks.iter().map(|(h, _)| h)));
+        if !new.is_empty() {
+            let bytes: u64 = new.iter().map(|(_, d)| d.len() as u64).sum();
+            self.check_space(bytes)?;
+            let locs = self.packs.append_batch(&new)?;
+            self.index_stored(
+                new.iter().zip(locs).map(|((h, d), loc)| (*h, d.len(), loc)),
+                false,
+            )?;
         }
-        let bytes: u64 = new.iter().map(|(_, d)| d.len() as u64).sum();
-        self.check_space(bytes)?;
-        let locs = self.packs.append_batch(&new)?;
-        self.index_stored(
-            new.iter().zip(locs).map(|((h, d), loc)| (*h, d.len(), loc)),
-            false,
-        )?;
-        // Those found stored.
+        // As in `put_one`.
         self.submit(self.adopt(chunks.iter().map(|(h, _)| h)))
     }
 
     /// Indexes chunks just appended to a pack (hash, length, location) and
-    /// records them, `fetched` from a peer or written here; one stored
-    /// meanwhile by another writer keeps its place.
+    /// records them, marked when `fetched` from a peer (the callers that
+    /// write here adopt theirs after); one stored meanwhile by another
+    /// writer keeps its place.
     fn index_stored(
         &self,
         stored: impl IntoIterator<Item = (Hash, usize, pack::Loc)>,
@@ -686,16 +696,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut muts = Vec::new();
         let mut added = Vec::new();
-        let mut all = Vec::new();
         {
-            let mut c = self
-                .chunks
-                .write()
-                .map_err(|_| StoreError::Stopped("lock poisoned".into()))?;
+            let mut c = self.index_mut()?;
             let mut young = self.young.lock().unwrap_or_else(|p| p.into_inner());
             for (hash, len, loc) in stored {
                 young.note(hash);
-                all.push(hash);
                 if let std::collections::hash_map::Entry::Vacant(v) = c.entry(hash) {
                     v.insert(loc);
                     self.stored_bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -711,9 +716,6 @@ impl Store {
                 f.mark(h, len, now);
                 muts.push(Mut::Fetched(h, Some(now)));
             }
-        } else {
-            // Also one a fetch stored between our look and our append.
-            muts.extend(self.adopt(&all));
         }
         self.submit(muts)
     }

@@ -1873,11 +1873,7 @@ impl Tree {
             if !seen.insert(f) {
                 continue;
             }
-            let copies: Vec<u64> = self
-                .copies_of(f)
-                .into_iter()
-                .filter(|&c| self.untouched_copy(c))
-                .collect();
+            let copies = self.untouched(self.copies_of(f));
             // Most files have none: no scan of the directory for its name.
             if copies.is_empty() {
                 continue;
@@ -1932,11 +1928,7 @@ impl Tree {
             return;
         };
         let name = tb.name.clone();
-        let copies: Vec<u64> = self
-            .copies_of_id(id)
-            .into_iter()
-            .filter(|&c| self.untouched_copy(c))
-            .collect();
+        let copies = self.untouched(self.copies_of_id(id));
         if copies.is_empty() {
             return;
         }
@@ -1944,6 +1936,13 @@ impl Tree {
         for c in copies {
             self.follow(c, t, ch, fx);
         }
+    }
+
+    /// Of conflict copies `copies`, those nobody changed (which follow
+    /// their file).
+    fn untouched(&self, mut copies: Vec<u64>) -> Vec<u64> {
+        copies.retain(|&c| self.untouched_copy(c));
+        copies
     }
 
     /// The conflict copies made of `ino` (still there and still its).
