@@ -200,10 +200,10 @@ pub enum ClientError {
     #[error("node not running")]
     NotRunning,
     /// Talking to the node failed.
-    #[error("talking to the node: {0}")]
+    #[error("talking to the node")]
     Io(#[from] std::io::Error),
     /// The node sent something unreadable.
-    #[error("bad reply from the node: {0}")]
+    #[error("bad reply from the node")]
     Bad(#[from] serde_json::Error),
 }
 

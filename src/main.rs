@@ -406,14 +406,25 @@ fn mount(
         if !control::running(&home.socket()) {
             start_node(home)?;
         }
-        match ask(home, &req) {
-            Err(e) if e.to_string() == node::STOPPING => {
+        match control::call(&home.socket(), &req) {
+            Ok(Reply::Err(e)) if e == node::STOPPING => {
                 std::thread::sleep(Duration::from_millis(300))
             }
-            other => return other.map(|_| ()),
+            // A node that was ending (stopping, or killed and not yet
+            // gone) closed the socket before answering: start a new one.
+            Err(ClientError::NotRunning) => std::thread::sleep(Duration::from_millis(300)),
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                std::thread::sleep(Duration::from_millis(300))
+            }
+            Ok(Reply::Err(e)) => bail!("{e}"),
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
-    bail!("the node kept stopping; try again")
+    bail!(
+        "the node kept stopping; try again (log: {})",
+        home.log().display()
+    )
 }
 
 /// Starts the node detached and waits until it answers.

@@ -128,6 +128,27 @@ fn fusermount_unmount_is_safe() {
     assert_eq!(fs::read(m.p("kept")).unwrap(), b"kept");
 }
 
+/// A node that dies while the mount command waits for its answer (killed
+/// and not yet gone: its socket still takes connections) is replaced: the
+/// command starts a new node and mounts.
+#[test]
+fn mount_replaces_a_node_that_ends_before_answering() {
+    let mut m = Mounted::initialized();
+    m.create_channel();
+    fs::create_dir_all(&m.home).unwrap();
+    let dying = std::os::unix::net::UnixListener::bind(m.home.join("node.sock")).unwrap();
+    let ended = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(dying);
+    });
+    m.mount(&[]);
+    ended.join().unwrap();
+    fs::write(m.p("after"), b"mounted").unwrap();
+    m.unmount();
+    m.mount(&[]);
+    assert_eq!(fs::read(m.p("after")).unwrap(), b"mounted");
+}
+
 #[test]
 fn mount_helper_mounts_like_mount_8() {
     require_fuse();

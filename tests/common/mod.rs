@@ -49,14 +49,22 @@ pub fn chanfs(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The last lines of the node's log in `home`, for failure messages.
+pub fn log_tail(home: &Path) -> String {
+    let text = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 /// Runs chanfs and asserts success; returns stdout.
 pub fn chanfs_ok(home: &Path, args: &[&str]) -> String {
     let o = chanfs(home, args);
     assert!(
         o.status.success(),
-        "chanfs {args:?} failed: {}{}",
+        "chanfs {args:?} failed: {}{}\nnode log:\n{}",
         String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&o.stderr),
+        log_tail(home)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -158,10 +166,19 @@ impl Mounted {
     }
 }
 
+/// True when `pid` has ended: gone, or a zombie whose every thread has
+/// exited. A killed node's first thread turns zombie while the others may
+/// still be finishing a system call (an fsync), holding the control socket,
+/// the database lock and the FUSE device open; only the last thread's exit
+/// closes them.
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
-        .unwrap_or(true)
+        .unwrap_or(true);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    zombie && threads <= 1
 }
 
 impl Drop for Mounted {
