@@ -735,15 +735,23 @@ impl Tree {
                     && self
                         .ino_of(old_parent)
                         .is_some_and(|op| self.name_as(op, ino, old_name).is_some());
+                let is_dir = n.kind == NodeKind::Dir;
                 if stamp <= n.stamps.place && !own_name {
-                    // A newer move placed it already.
+                    // A newer move placed it already. A directory was in
+                    // `parent` until then: a move made meanwhile that put
+                    // `parent` (or a directory above it) inside this one
+                    // formed a cycle then, and is undone as where this
+                    // move came first.
+                    let newer = n.stamps.place;
+                    if let Some(np) = self.dir_ino(parent).filter(|_| is_dir) {
+                        self.uncross(ino, np, stamp, newer, t, ch, fx);
+                    }
                     return;
                 }
-                let is_dir = n.kind == NodeKind::Dir;
                 let Some(np) = self.live_dir(parent, t, ch, fx) else {
                     return;
                 };
-                if is_dir && !self.uncross(ino, np, stamp, t, ch, fx) {
+                if is_dir && !self.uncross(ino, np, stamp, (u64::MAX, [0xff; 8]), t, ch, fx) {
                     return;
                 }
                 let Some(n) = self.nodes.get(&ino) else {
@@ -985,15 +993,18 @@ impl Tree {
 
     /// Before directory `ino` moves into `np`: when `ino` is an ancestor of
     /// `np` (the moves cross), the newest move on the path between them
-    /// is undone while it is newer than `stamp`, putting that directory
-    /// back where it was (Kleppmann's undo; its redo would form a cycle
-    /// and is skipped). Returns false when the incoming move is the newer
-    /// one and must be skipped itself.
+    /// made after `stamp` (and before `until`, when the directory left
+    /// `np` again then) is undone, putting that directory back where it
+    /// was (Kleppmann's undo; its redo would form a cycle and is skipped).
+    /// Returns false when the incoming move is the newer one and must be
+    /// skipped itself.
+    #[allow(clippy::too_many_arguments)]
     fn uncross(
         &mut self,
         ino: u64,
         np: u64,
         stamp: Stamp,
+        until: Stamp,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
@@ -1005,8 +1016,9 @@ impl Tree {
                 let Some(n) = self.nodes.get(&at) else {
                     return false;
                 };
-                if newest.is_none_or(|(s, _)| n.stamps.place > s) {
-                    newest = Some((n.stamps.place, at));
+                let s = n.stamps.place;
+                if s < until && newest.is_none_or(|(n, _)| s > n) {
+                    newest = Some((s, at));
                 }
                 at = n.parent;
             }

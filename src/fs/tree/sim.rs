@@ -2280,6 +2280,31 @@ fn crossed_directory_moves_converge() {
     }
 }
 
+/// Node 0 moves x into y; node 1, apart, moves y into x and then x out to
+/// the root as z. Node 0's move is the oldest: y's move into x came after
+/// it, when x was inside y, so it formed a cycle and is skipped, also on
+/// node 1, where x's own later move outdates node 0's (seed 251 of the
+/// every-operation survey).
+#[test]
+fn a_move_crossed_by_an_older_move_it_outlived_is_undone() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "x", NodeKind::Dir);
+        s.create(0, "/", "y", NodeKind::Dir);
+        s.create(0, "/x", "in-x", NodeKind::File);
+        s.heal();
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.rename(0, "/x", "/y/x");
+        s.rename(1, "/y", "/x/y");
+        s.rename(1, "/x", "/z");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["y", "z"], "seed {seed}");
+        assert_eq!(names_in(&snap, "/z"), ["in-x"], "seed {seed}");
+    }
+}
+
 /// Three directories moved into each other in a ring, one move per node
 /// while apart: no cycle, the same tree everywhere.
 #[test]
