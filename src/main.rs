@@ -80,11 +80,28 @@ fn not_running() -> anyhow::Error {
 
 /// Sends a request to the running node.
 fn ask(home: &Home, req: &Request) -> anyhow::Result<Reply> {
-    match control::call(&home.socket(), req) {
+    answer(control::call(&home.socket(), req))
+}
+
+/// The node's answer as the user sees it: its refusals and a missing node
+/// are errors.
+fn answer(r: Result<Reply, ClientError>) -> anyhow::Result<Reply> {
+    match r {
         Ok(Reply::Err(e)) => bail!("{e}"),
         Ok(r) => Ok(r),
         Err(ClientError::NotRunning) => Err(not_running()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// True when the node that got the request was ending: stopping, or gone
+/// (killed and not yet gone: it closed the socket before answering).
+fn node_was_ending(r: &Result<Reply, ClientError>) -> bool {
+    match r {
+        Ok(Reply::Err(e)) => e == node::STOPPING,
+        Err(ClientError::NotRunning) => true,
+        Err(ClientError::Io(e)) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        _ => false,
     }
 }
 
@@ -406,20 +423,12 @@ fn mount(
         if !control::running(&home.socket()) {
             start_node(home)?;
         }
-        match control::call(&home.socket(), &req) {
-            Ok(Reply::Err(e)) if e == node::STOPPING => {
-                std::thread::sleep(Duration::from_millis(300))
-            }
-            // A node that was ending (stopping, or killed and not yet
-            // gone) closed the socket before answering: start a new one.
-            Err(ClientError::NotRunning) => std::thread::sleep(Duration::from_millis(300)),
-            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                std::thread::sleep(Duration::from_millis(300))
-            }
-            Ok(Reply::Err(e)) => bail!("{e}"),
-            Ok(_) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        let r = control::call(&home.socket(), &req);
+        if !node_was_ending(&r) {
+            return answer(r).map(|_| ());
         }
+        // Ask again, of a new node if that one went.
+        std::thread::sleep(Duration::from_millis(300));
     }
     bail!(
         "the node kept stopping; try again (log: {})",

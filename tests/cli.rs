@@ -135,7 +135,6 @@ fn fusermount_unmount_is_safe() {
 fn mount_replaces_a_node_that_ends_before_answering() {
     let mut m = Mounted::initialized();
     m.create_channel();
-    fs::create_dir_all(&m.home).unwrap();
     let dying = std::os::unix::net::UnixListener::bind(m.home.join("node.sock")).unwrap();
     let ended = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(500));

@@ -135,7 +135,7 @@ impl Mounted {
         if let Some(pid) = self.pid.take() {
             let deadline = Instant::now() + Duration::from_secs(20);
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                if is_zombie(pid) {
+                if has_ended(pid) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -153,7 +153,7 @@ impl Mounted {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Path::new(&format!("/proc/{pid}")).exists()
-            && !is_zombie(pid)
+            && !has_ended(pid)
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
@@ -171,7 +171,7 @@ impl Mounted {
 /// still be finishing a system call (an fsync), holding the control socket,
 /// the database lock and the FUSE device open; only the last thread's exit
 /// closes them.
-fn is_zombie(pid: u32) -> bool {
+fn has_ended(pid: u32) -> bool {
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
         .unwrap_or(true);
@@ -199,12 +199,12 @@ impl Drop for Mounted {
             if let Some(pid) = self.pid {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while Path::new(&format!("/proc/{pid}")).exists()
-                    && !is_zombie(pid)
+                    && !has_ended(pid)
                     && Instant::now() < deadline
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                if Path::new(&format!("/proc/{pid}")).exists() && !has_ended(pid) {
                     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
                 }
             }

@@ -743,15 +743,17 @@ impl Tree {
                     // formed a cycle then, and is undone as where this
                     // move came first.
                     let newer = n.stamps.place;
-                    if let Some(np) = self.dir_ino(parent).filter(|_| is_dir) {
-                        self.uncross(ino, np, stamp, newer, t, ch, fx);
+                    if is_dir {
+                        if let Some(np) = self.dir_ino(parent) {
+                            self.uncross(ino, np, stamp, Some(newer), t, ch, fx);
+                        }
                     }
                     return;
                 }
                 let Some(np) = self.live_dir(parent, t, ch, fx) else {
                     return;
                 };
-                if is_dir && !self.uncross(ino, np, stamp, (u64::MAX, [0xff; 8]), t, ch, fx) {
+                if is_dir && !self.uncross(ino, np, stamp, None, t, ch, fx) {
                     return;
                 }
                 let Some(n) = self.nodes.get(&ino) else {
@@ -1004,7 +1006,7 @@ impl Tree {
         ino: u64,
         np: u64,
         stamp: Stamp,
-        until: Stamp,
+        until: Option<Stamp>,
         t: i64,
         ch: &mut Changes,
         fx: &mut Effects,
@@ -1017,7 +1019,7 @@ impl Tree {
                     return false;
                 };
                 let s = n.stamps.place;
-                if s < until && newest.is_none_or(|(n, _)| s > n) {
+                if until.is_none_or(|u| s < u) && newest.is_none_or(|(best, _)| s > best) {
                     newest = Some((s, at));
                 }
                 at = n.parent;

@@ -2239,17 +2239,24 @@ fn rename_chains_and_moves_into_new_directories() {
     }
 }
 
+/// Directories x (holding the file in-x) and y at the root, known to 3
+/// nodes: where the crossed-move tests start.
+fn x_and_y(seed: u64, causal: bool) -> Sim {
+    let mut s = Sim::new(3, seed);
+    s.causal = causal;
+    s.create(0, "/", "x", NodeKind::Dir);
+    s.create(0, "/", "y", NodeKind::Dir);
+    s.create(0, "/x", "in-x", NodeKind::File);
+    s.heal();
+    s
+}
+
 /// Node 0 moves x into y while node 1 moves y into x: no node may end with
 /// a cycle or a detached subtree (checked by the snapshot invariants).
 #[test]
 fn crossed_directory_moves_make_no_cycle() {
     for (seed, causal) in runs() {
-        let mut s = Sim::new(3, seed);
-        s.causal = causal;
-        s.create(0, "/", "x", NodeKind::Dir);
-        s.create(0, "/", "y", NodeKind::Dir);
-        s.create(0, "/x", "in-x", NodeKind::File);
-        s.heal();
+        let mut s = x_and_y(seed, causal);
         s.rename(0, "/x", "/y/x");
         s.rename(1, "/y", "/x/y");
         s.deliver(2);
@@ -2265,12 +2272,7 @@ fn crossed_directory_moves_make_no_cycle() {
 #[test]
 fn crossed_directory_moves_converge() {
     for (seed, causal) in runs() {
-        let mut s = Sim::new(3, seed);
-        s.causal = causal;
-        s.create(0, "/", "x", NodeKind::Dir);
-        s.create(0, "/", "y", NodeKind::Dir);
-        s.create(0, "/x", "in-x", NodeKind::File);
-        s.heal();
+        let mut s = x_and_y(seed, causal);
         s.rename(0, "/x", "/y/x");
         s.rename(1, "/y", "/x/y");
         s.heal();
@@ -2288,12 +2290,7 @@ fn crossed_directory_moves_converge() {
 #[test]
 fn a_move_crossed_by_an_older_move_it_outlived_is_undone() {
     for (seed, causal) in runs() {
-        let mut s = Sim::new(3, seed);
-        s.causal = causal;
-        s.create(0, "/", "x", NodeKind::Dir);
-        s.create(0, "/", "y", NodeKind::Dir);
-        s.create(0, "/x", "in-x", NodeKind::File);
-        s.heal();
+        let mut s = x_and_y(seed, causal);
         s.offline.iter_mut().for_each(|o| *o = true);
         s.rename(0, "/x", "/y/x");
         s.rename(1, "/y", "/x/y");
