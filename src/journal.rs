@@ -178,6 +178,23 @@ pub enum Op {
         /// The content version the remover saw.
         seen: Option<Hash>,
     },
+    /// A remove of a node's last name, as [`Op::Remove`], that also says
+    /// which placement of the node the remover saw. A move into another
+    /// directory that the remover had not seen (one stamped after that
+    /// placement) keeps the node, whichever of the two arrives first.
+    RemoveAt {
+        /// Node removed.
+        id: FileId,
+        /// Directory it was in.
+        parent: FileId,
+        /// Its name there.
+        name: Vec<u8>,
+        /// The content version the remover saw.
+        seen: Option<Hash>,
+        /// Stamp (clock, author's id prefix) of the create or move that
+        /// put it where the remover saw it.
+        place: (u64, [u8; 8]),
+    },
 }
 
 /// What a member may do in a channel.
@@ -387,6 +404,14 @@ mod tests {
             seen: None,
         };
         assert_eq!(postcard::to_allocvec(&remove).expect("encode")[0], 1);
+        let remove_at = Op::RemoveAt {
+            id: FileId::ROOT,
+            parent: FileId::ROOT,
+            name: b"x".to_vec(),
+            seen: None,
+            place: (1, [2; 8]),
+        };
+        assert_eq!(postcard::to_allocvec(&remove_at).expect("encode")[0], 10);
     }
 
     #[test]

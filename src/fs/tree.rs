@@ -136,6 +136,46 @@ struct Rare {
     /// see [`Stored`]); a newer one made elsewhere moves that name.
     #[serde(skip)]
     announced: Option<Stamp>,
+    /// Its newest moves (stored after the announcement: see [`Stored`]).
+    #[serde(skip)]
+    moves: Moves,
+}
+
+/// The newest moves of a node, applied or not (a newer one may have placed
+/// it already): per target directory the newest, and of those the two
+/// newest. Enough to tell whether a move stamped after a given one took
+/// the node into a directory other than a given one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moves(Vec<(Stamp, FileId)>);
+
+impl Moves {
+    /// Records a move made at `stamp` into directory `to`.
+    pub fn note(&mut self, stamp: Stamp, to: FileId) {
+        match self.0.iter_mut().find(|(_, d)| *d == to) {
+            Some(e) => e.0 = e.0.max(stamp),
+            None => self.0.push((stamp, to)),
+        }
+        self.0.sort_by_key(|e| std::cmp::Reverse(e.0));
+        self.0.truncate(2);
+    }
+
+    /// Records every move of `other`.
+    pub fn merge(&mut self, other: &Moves) {
+        for (s, d) in &other.0 {
+            self.note(*s, *d);
+        }
+    }
+
+    /// True when a move stamped after `seen` took the node into a
+    /// directory other than `dir`: a remover that saw it in `dir` placed
+    /// at `seen` had not seen that move.
+    pub fn off(&self, seen: Stamp, dir: FileId) -> bool {
+        self.0.iter().any(|(s, d)| *s > seen && *d != dir)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Stamps {
@@ -194,6 +234,32 @@ impl Stamps {
         self.rare_mut().announced = Some(stamp);
     }
 
+    /// Records a move made at `stamp` into directory `to` (see [`Moves`]).
+    pub fn note_move(&mut self, stamp: Stamp, to: FileId) {
+        self.rare_mut().moves.note(stamp, to);
+    }
+
+    /// Records the moves a tomb kept.
+    pub fn merge_moves(&mut self, moves: &Moves) {
+        if !moves.is_empty() {
+            self.rare_mut().moves.merge(moves);
+        }
+    }
+
+    /// Its newest moves.
+    pub fn moves(&self) -> Moves {
+        self.rare
+            .as_ref()
+            .map(|r| r.moves.clone())
+            .unwrap_or_default()
+    }
+
+    /// True when a move stamped after `seen` took the node into a
+    /// directory other than `dir` (see [`Moves::off`]).
+    pub fn moved_off(&self, seen: Stamp, dir: FileId) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.moves.off(seen, dir))
+    }
+
     /// The name claimed while shown under a conflict name.
     pub fn want(&self) -> Option<&[u8]> {
         self.rare.as_ref()?.want.as_deref()
@@ -210,13 +276,15 @@ impl Stamps {
 /// The stored form of a node. V1 records (before stamps) load with zero
 /// stamps, which any change beats; V2 records (before conflict copies knew
 /// their origin) with none; V3 records (before copies kept the stamp of
-/// their announcement) with none.
+/// their announcement) with none; V4 records (before nodes kept their
+/// newest moves) with none.
 #[derive(Deserialize)]
 enum Stored {
     V1(Node),
     V2(Node, Stamps),
     V3(Node, Stamps, Option<FileId>),
     V4(Node, Stamps, Option<FileId>, Stamp),
+    V5(Node, Stamps, Option<FileId>, Option<Stamp>, Moves),
 }
 
 /// The stored form, borrowed: encodes like [`Stored`] without cloning the
@@ -233,6 +301,14 @@ enum StoredRef<'a> {
     /// conflict copies), so that older builds still read them.
     V3(&'a Node, &'a Stamps, Option<FileId>),
     V4(&'a Node, &'a Stamps, Option<FileId>, Stamp),
+    /// Written for nodes that were moved.
+    V5(
+        &'a Node,
+        &'a Stamps,
+        Option<FileId>,
+        Option<Stamp>,
+        &'a Moves,
+    ),
 }
 
 impl Node {
@@ -260,9 +336,11 @@ impl Node {
 
     fn encode(&self) -> Vec<u8> {
         let (st, origin) = (&self.stamps, self.stamps.origin());
-        let stored = match st.announced() {
-            Some(a) => StoredRef::V4(self, st, origin, a),
-            None => StoredRef::V3(self, st, origin),
+        let moves = st.rare.as_ref().map(|r| &r.moves).filter(|m| !m.is_empty());
+        let stored = match (st.announced(), moves) {
+            (a, Some(m)) => StoredRef::V5(self, st, origin, a, m),
+            (Some(a), None) => StoredRef::V4(self, st, origin, a),
+            (None, None) => StoredRef::V3(self, st, origin),
         };
         postcard::to_allocvec(&stored).unwrap_or_default()
     }
@@ -340,6 +418,16 @@ pub struct Tomb {
     /// the removed name back, as where it came before the remove.
     #[serde(skip)]
     pub relink: bool,
+    /// The placement each remove of it saw: stamp and directory (stored
+    /// after `relink`; none in older tombs, which use `place`). A move
+    /// brings it back when every one of them missed a move into another
+    /// directory (see [`Tomb::beaten`]).
+    #[serde(skip)]
+    pub removes: Vec<(Stamp, FileId)>,
+    /// The node's newest moves, kept up to date by moves that arrive while
+    /// it is gone (stored after `seen`), for when it comes back.
+    #[serde(skip)]
+    pub moves: Moves,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -418,6 +506,29 @@ impl Tomb {
         lww(&mut self.perm, &mut self.attrs.mode, perm, stamp)
     }
 
+    /// True when a move made at `stamp` (already in [`Tomb::moves`])
+    /// brings it back: every remove missed a move into another directory
+    /// than the one it saw it in, newer than the placement it saw (such a
+    /// move beats it, as where it arrives first). Tombs of builds before
+    /// removes said what they saw: a move newer than its place.
+    pub fn beaten(&self, stamp: Stamp) -> bool {
+        if self.removes.is_empty() {
+            return stamp > self.place;
+        }
+        self.removes.iter().all(|(s, d)| self.moves.off(*s, *d))
+    }
+
+    /// Adds a remove that saw it in `dir` placed at `seen`; the newest
+    /// placement known names it.
+    pub fn add_remove(&mut self, seen: Stamp, dir: FileId, name: &[u8]) {
+        if !self.removes.contains(&(seen, dir)) {
+            self.removes.push((seen, dir));
+        }
+        if seen > self.place {
+            (self.parent, self.name, self.place) = (dir, name.to_vec(), seen);
+        }
+    }
+
     /// The kind of node it was.
     pub fn kind(&self) -> NodeKind {
         match &self.special {
@@ -437,6 +548,8 @@ impl Tomb {
         b.extend(postcard::to_allocvec(&self.special).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.place).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.relink).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.removes).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.moves).unwrap_or_default());
         b
     }
 
@@ -456,13 +569,15 @@ impl Tomb {
     /// Reads the fields stored after the size, time and kind, in order,
     /// as far as `rest` holds them.
     fn decode_later_fields(&mut self, rest: &[u8]) -> postcard::Result<()> {
-        let (r1, r2, r3, r4, r5);
+        let (r1, r2, r3, r4, r5, r6, r7);
         (self.attrs, r1) = postcard::take_from_bytes(rest)?;
         (self.vstamp, r2) = postcard::take_from_bytes(r1)?;
         (self.origin, r3) = postcard::take_from_bytes(r2)?;
         (self.special, r4) = postcard::take_from_bytes(r3)?;
         (self.place, r5) = postcard::take_from_bytes(r4)?;
-        self.relink = postcard::from_bytes(r5)?;
+        (self.relink, r6) = postcard::take_from_bytes(r5)?;
+        (self.removes, r7) = postcard::take_from_bytes(r6)?;
+        self.moves = postcard::from_bytes(r7)?;
         Ok(())
     }
 }
@@ -548,6 +663,17 @@ impl Tree {
                         n.stamps.set_origin(o);
                     }
                     n.stamps.set_announced(announced);
+                    n
+                }
+                Stored::V5(mut n, st, origin, announced, moves) => {
+                    n.stamps = st;
+                    if let Some(o) = origin {
+                        n.stamps.set_origin(o);
+                    }
+                    if let Some(a) = announced {
+                        n.stamps.set_announced(a);
+                    }
+                    n.stamps.merge_moves(&moves);
                     n
                 }
             };
@@ -869,12 +995,9 @@ impl Tree {
         let Some(n) = self.nodes.get(&ino) else {
             return;
         };
+        let pid = self.nodes.get(&parent).map_or(FileId::ROOT, |p| p.id);
         let t = Tomb {
-            parent: self
-                .nodes
-                .get(&parent)
-                .map(|p| p.id)
-                .unwrap_or(FileId::ROOT),
+            parent: pid,
             name: self.claimed_or(ino, name),
             perm: n.perm,
             content: n.content,
@@ -888,6 +1011,8 @@ impl Tree {
                 .then(|| (n.kind, n.target.clone())),
             place: n.stamps.place,
             relink: false,
+            removes: vec![(n.stamps.place, pid)],
+            moves: n.stamps.moves(),
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -938,7 +1063,7 @@ impl Tree {
         if n.kind == NodeKind::Dir {
             return Err(libc::EISDIR);
         }
-        let (id, seen) = (n.id, n.content);
+        let (id, seen, place) = (n.id, n.content, n.stamps.place);
         let turns = self.takes_turns(ino);
         let pid = self.get(parent)?.id;
         let t = now_ns();
@@ -952,7 +1077,7 @@ impl Tree {
             n.ctime = t;
         }
         self.bury(ino, parent, name, ch);
-        let op = self.remove_op(ino, id, pid, name, seen);
+        let op = self.remove_op(ino, id, pid, name, seen, place);
         self.end_lost_claim(ino);
         self.maybe_free(ino, ch);
         self.with_deferred(|tree, fx| {
@@ -970,7 +1095,8 @@ impl Tree {
 
     /// The entry for the removal of `name` in `parent` (ids) of node
     /// `ino`, just done: an [`Op::Unlink`] when it is a file that keeps
-    /// other names, else an [`Op::Remove`] (its last name).
+    /// other names, else an [`Op::RemoveAt`] (its last name, placed at
+    /// `place`).
     fn remove_op(
         &self,
         ino: u64,
@@ -978,6 +1104,7 @@ impl Tree {
         parent: FileId,
         name: &[u8],
         seen: Option<Hash>,
+        place: Stamp,
     ) -> Op {
         let name = name.to_vec();
         if self
@@ -992,11 +1119,12 @@ impl Tree {
                 seen,
             }
         } else {
-            Op::Remove {
+            Op::RemoveAt {
                 id,
                 parent,
                 name,
                 seen,
+                place,
             }
         }
     }
@@ -1014,7 +1142,7 @@ impl Tree {
         if !n.entries.is_empty() {
             return Err(libc::ENOTEMPTY);
         }
-        let id = n.id;
+        let (id, place) = (n.id, n.stamps.place);
         let pid = self.get(parent)?.id;
         let t = now_ns();
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -1035,11 +1163,12 @@ impl Tree {
         });
         ch.op(
             hlc,
-            Op::Remove {
+            Op::RemoveAt {
                 id,
                 parent: pid,
                 name: name.to_vec(),
                 seen: None,
+                place,
             },
         );
         Ok(())
@@ -1127,14 +1256,15 @@ impl Tree {
                 }
             }
             let stamp = self.stamp(hlc);
-            for (ino, par, from, was) in [
-                (src, newparent, parent, name),
-                (dst, parent, newparent, newname),
+            for (ino, par, to, from, was) in [
+                (src, newparent, npid, parent, name),
+                (dst, parent, pid, newparent, newname),
             ] {
                 if let Some(n) = self.nodes.get_mut(&ino) {
                     n.ctime = t;
                     n.parent = par;
                     n.moved(from, was, stamp);
+                    n.stamps.note_move(stamp, to);
                 }
                 self.persist(ino, ch);
             }
@@ -1177,7 +1307,7 @@ impl Tree {
                 (true, true) if !dn.entries.is_empty() => return Err(libc::ENOTEMPTY),
                 _ => {}
             }
-            let (did, dseen) = (dn.id, dn.content);
+            let (did, dseen, dplace) = (dn.id, dn.content, dn.stamps.place);
             let dturns = self.takes_turns(d);
             if let Some(n) = self.nodes.get_mut(&d) {
                 if n.kind == NodeKind::Dir {
@@ -1194,7 +1324,7 @@ impl Tree {
                 }
             }
             self.bury(d, newparent, newname, ch);
-            let op = self.remove_op(d, did, npid, newname, dseen);
+            let op = self.remove_op(d, did, npid, newname, dseen, dplace);
             self.end_lost_claim(d);
             self.maybe_free(d, ch);
             // As peers apply the remove before the move: a node shown
@@ -1233,6 +1363,7 @@ impl Tree {
             n.ctime = t;
             n.parent = newparent;
             n.moved(parent, name, stamp);
+            n.stamps.note_move(stamp, npid);
         }
         self.persist(src, ch);
         self.touch_dir(parent, t, ch);
@@ -1430,9 +1561,10 @@ impl Tree {
 mod tests {
     use super::*;
 
-    /// A tomb round-trips, and one written before the place stamp, the
-    /// kind, the origin or the version stamp was stored (or before the attributes were) still loads, with
-    /// no origin and a zero stamp that any version beats.
+    /// A tomb round-trips, and one written before the seen placement, the
+    /// place stamp, the kind, the origin or the version stamp was stored
+    /// (or before the attributes were) still loads, with no origin and a
+    /// zero stamp that any version beats.
     #[test]
     fn tombs_of_every_age_load() {
         let mut t = Tomb {
@@ -1449,7 +1581,10 @@ mod tests {
             special: Some((NodeKind::Symlink, b"t".to_vec())),
             place: (8, [3; 8]),
             relink: true,
+            removes: vec![((7, [3; 8]), FileId([6; 16]))],
+            moves: Moves::default(),
         };
+        t.moves.note((9, [1; 8]), FileId([5; 16]));
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
         let bytes = t.encode();
         let back = Tomb::decode(&bytes).expect("decode");
@@ -1458,6 +1593,18 @@ mod tests {
         assert_eq!((back.kind(), back.place), (NodeKind::Symlink, t.place));
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
         assert!(back.relink);
+        assert_eq!((&back.removes, &back.moves), (&t.removes, &t.moves));
+        let moves_len = postcard::to_allocvec(&t.moves).expect("encode").len();
+        let bytes = &bytes[..bytes.len() - moves_len];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!(
+            (&older.removes, older.moves),
+            (&t.removes, Moves::default())
+        );
+        let seen_len = postcard::to_allocvec(&t.removes).expect("encode").len();
+        let bytes = &bytes[..bytes.len() - seen_len];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!((older.relink, older.removes.is_empty()), (true, true));
         let bytes = &bytes[..bytes.len() - 1];
         let older = Tomb::decode(bytes).expect("decode older");
         assert_eq!((older.place, older.relink), (t.place, false));

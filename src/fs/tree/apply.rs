@@ -563,6 +563,157 @@ impl Tree {
         }
     }
 
+    /// Applies a remove of `name` in `parent` (the node's `last` name
+    /// where the remover stood, else one of several) of a node whose
+    /// content the remover saw as `seen`; `at` is the placement it saw
+    /// (none from builds before [`Op::RemoveAt`]).
+    #[allow(clippy::too_many_arguments)]
+    fn remove_remote(
+        &mut self,
+        id: &FileId,
+        parent: &FileId,
+        name: &[u8],
+        seen: &Option<Hash>,
+        last: bool,
+        at: Option<Stamp>,
+        t: i64,
+        ch: &mut Changes,
+        fx: &mut Effects,
+    ) {
+        // Entries of builds before `Op::Unlink` count as the last name,
+        // also where they took one name of several: that name then stays
+        // where an edit the remover did not see came first (a mixed
+        // cluster may differ there), and the version it saw is kept in a
+        // tomb.
+        let Some((ino, n)) = self.node_of(id) else {
+            // Gone here already: a move that brings it back must beat
+            // this remove too. The version the remover saw, if it lost a
+            // conflict here, goes with its copy.
+            if let (Some(s), Some(tb)) = (at, self.tombs.get_mut(id)) {
+                tb.add_remove(s, *parent, name);
+                ch.tomb(id, Some(tb));
+            }
+            if let Some(c) = self.copy_of_version(id, seen) {
+                self.drop_copy(c, t, ch, fx);
+            }
+            return;
+        };
+        // Where the remover saw it. A remove that says which placement
+        // it saw also takes the node from another directory it reached by
+        // a move the remover saw or one older than that placement.
+        let Some(p) = self.ino_of(parent).or(at.map(|_| n.parent)) else {
+            return;
+        };
+        // A name of a file that has others goes whatever its
+        // content: the content stays under them. Not the last name
+        // where the remover stood, that a concurrent link's name
+        // kept company here: edit beats delete, as where the link
+        // came second.
+        if n.kind == NodeKind::File && n.content != *seen && (n.nlink <= 1 || last) {
+            // Edited meanwhile: it stays. The version the remover
+            // saw, if it lost a conflict here, goes with its copy
+            // (nodes that met the remove first never make it).
+            if let Some(c) = self.conflict_copy_of(ino, seen) {
+                self.drop_copy(c, t, ch, fx);
+            }
+            return;
+        }
+        if n.kind == NodeKind::Dir && !n.entries.is_empty() {
+            // Filled meanwhile: it stays until it empties.
+            if let Some(nm) = self.name_in(p, ino, name) {
+                self.keep_tomb(ino, p, &nm, ch);
+                self.removed_as_seen(id, at, parent, name, ch);
+            }
+            return;
+        }
+        let edited = n.kind == NodeKind::File && n.content != *seen;
+        let turns = self.takes_turns(ino);
+        // Moved into another directory by a move the remover had not
+        // seen: the move wins, as where it arrives after the remove.
+        let moved_off = at.is_some_and(|s| n.stamps.moved_off(s, *parent));
+        let found = match self.name_in(p, ino, name) {
+            _ if moved_off => None,
+            Some(nm) => Some((p, nm)),
+            None if at.is_some() && n.nlink <= 1 => {
+                let q = n.parent;
+                self.name_in(q, ino, b"").map(|nm| (q, nm))
+            }
+            None => None,
+        };
+        let Some((p, nm)) = found else {
+            // Its names moved away meanwhile: they stay, but the
+            // version the remover saw, if it lost a conflict here,
+            // goes with its copy (as where the remove came first).
+            if edited {
+                if let Some(c) = self.conflict_copy_of(ino, seen) {
+                    self.drop_copy(c, t, ch, fx);
+                }
+            } else if self
+                .nodes
+                .get(&ino)
+                .is_some_and(|n| n.kind == NodeKind::File)
+            {
+                // The version it holds is the one removed: kept in
+                // a tomb beside the live file, so that a newer
+                // concurrent edit replaces it without a copy.
+                self.keep_tomb(ino, p, name, ch);
+            }
+            return;
+        };
+        self.unlink_name(p, &nm, t, ch, fx);
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.nlink = if n.kind == NodeKind::Dir {
+                0
+            } else {
+                n.nlink.saturating_sub(1)
+            };
+            n.ctime = t;
+        }
+        fx.inodes.push(ino);
+        self.bury(ino, p, &nm, ch);
+        self.removed_as_seen(id, at, parent, name, ch);
+        let kept = self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == NodeKind::File && n.nlink > 0);
+        if last && kept {
+            // The remover took the last name: a concurrent link's
+            // name keeps the file, as where the link came second
+            // (it brings the file back holding the version
+            // removed), and the version it holds is kept in a
+            // tomb, so that a newer concurrent edit replaces it
+            // without a copy and brings the name back.
+            self.keep_tomb(ino, p, &nm, ch);
+            self.mark_relink(id, ch);
+        }
+        self.end_lost_claim(ino);
+        self.maybe_free(ino, ch);
+        self.give_back(p, &nm, t, ch, fx);
+        if turns {
+            self.arrange(p, &nm, t, ch, fx);
+        }
+        // Its copies go by its names left (see `claimed_name`).
+        self.follow(ino, t, ch, fx);
+    }
+
+    /// Makes the tomb of `id` just kept for a remove that saw it in
+    /// `parent` as `name`, placed at `at`, hold what that remover saw
+    /// rather than where it was here.
+    fn removed_as_seen(
+        &mut self,
+        id: &FileId,
+        at: Option<Stamp>,
+        parent: &FileId,
+        name: &[u8],
+        ch: &mut Changes,
+    ) {
+        if let (Some(s), Some(tb)) = (at, self.tombs.get_mut(id)) {
+            tb.removes.clear();
+            tb.add_remove(s, *parent, name);
+            ch.tomb(id, Some(tb));
+        }
+    }
+
     fn apply_op(&mut self, e: &Entry, ch: &mut Changes, fx: &mut Effects) {
         let t = (e.hlc as i64).saturating_mul(1000);
         let author = prefix(&e.author);
@@ -594,107 +745,20 @@ impl Tree {
                 parent,
                 name,
                 seen,
-            }
-            | Op::Unlink {
+            } => self.remove_remote(id, parent, name, seen, true, None, t, ch, fx),
+            Op::Unlink {
                 id,
                 parent,
                 name,
                 seen,
-            } => {
-                // The remover took the file's last name. Entries of builds
-                // before `Op::Unlink` count as such, also where they took
-                // one name of several: that name then stays where an edit
-                // the remover did not see came first (a mixed cluster may
-                // differ there), and the version it saw is kept in a tomb.
-                let last = matches!(e.op, Op::Remove { .. });
-                let Some((ino, n)) = self.node_of(id) else {
-                    // Gone here already: the version the remover saw, if
-                    // it lost a conflict here, goes with its copy.
-                    if let Some(c) = self.copy_of_version(id, seen) {
-                        self.drop_copy(c, t, ch, fx);
-                    }
-                    return;
-                };
-                let Some(p) = self.ino_of(parent) else {
-                    return;
-                };
-                // A name of a file that has others goes whatever its
-                // content: the content stays under them. Not the last name
-                // where the remover stood, that a concurrent link's name
-                // kept company here: edit beats delete, as where the link
-                // came second.
-                if n.kind == NodeKind::File && n.content != *seen && (n.nlink <= 1 || last) {
-                    // Edited meanwhile: it stays. The version the remover
-                    // saw, if it lost a conflict here, goes with its copy
-                    // (nodes that met the remove first never make it).
-                    if let Some(c) = self.conflict_copy_of(ino, seen) {
-                        self.drop_copy(c, t, ch, fx);
-                    }
-                    return;
-                }
-                if n.kind == NodeKind::Dir && !n.entries.is_empty() {
-                    // Filled meanwhile: it stays until it empties.
-                    if let Some(nm) = self.name_in(p, ino, name) {
-                        self.keep_tomb(ino, p, &nm, ch);
-                    }
-                    return;
-                }
-                let edited = n.kind == NodeKind::File && n.content != *seen;
-                let turns = self.takes_turns(ino);
-                let Some(nm) = self.name_in(p, ino, name) else {
-                    // Its names moved away meanwhile: they stay, but the
-                    // version the remover saw, if it lost a conflict here,
-                    // goes with its copy (as where the remove came first).
-                    if edited {
-                        if let Some(c) = self.conflict_copy_of(ino, seen) {
-                            self.drop_copy(c, t, ch, fx);
-                        }
-                    } else if self
-                        .nodes
-                        .get(&ino)
-                        .is_some_and(|n| n.kind == NodeKind::File)
-                    {
-                        // The version it holds is the one removed: kept in
-                        // a tomb beside the live file, so that a newer
-                        // concurrent edit replaces it without a copy.
-                        self.keep_tomb(ino, p, name, ch);
-                    }
-                    return;
-                };
-                self.unlink_name(p, &nm, t, ch, fx);
-                if let Some(n) = self.nodes.get_mut(&ino) {
-                    n.nlink = if n.kind == NodeKind::Dir {
-                        0
-                    } else {
-                        n.nlink.saturating_sub(1)
-                    };
-                    n.ctime = t;
-                }
-                fx.inodes.push(ino);
-                self.bury(ino, p, &nm, ch);
-                let kept = self
-                    .nodes
-                    .get(&ino)
-                    .is_some_and(|n| n.kind == NodeKind::File && n.nlink > 0);
-                if last && kept {
-                    // The remover took the last name: a concurrent link's
-                    // name keeps the file, as where the link came second
-                    // (it brings the file back holding the version
-                    // removed), and the version it holds is kept in a
-                    // tomb, so that a newer concurrent edit replaces it
-                    // without a copy and brings the name back.
-                    self.keep_tomb(ino, p, &nm, ch);
-                    self.mark_relink(id, ch);
-                }
-                self.end_lost_claim(ino);
-                self.maybe_free(ino, ch);
-                self.give_back(p, &nm, t, ch, fx);
-                if turns {
-                    self.arrange(p, &nm, t, ch, fx);
-                }
-                // Its copies go by its names left (see `claimed_name`).
-                self.follow(ino, t, ch, fx);
-            }
+            } => self.remove_remote(id, parent, name, seen, false, None, t, ch, fx),
+            Op::RemoveAt {
+                id,
+                parent,
+                name,
+                seen,
+                place,
+            } => self.remove_remote(id, parent, name, seen, true, Some(*place), t, ch, fx),
             Op::Move {
                 id,
                 parent,
@@ -703,13 +767,30 @@ impl Tree {
                 old_name,
             } => {
                 let stamp = (e.hlc, author);
-                // The directory the remover saw it in (where it was removed
-                // here), else the one the mover saw it in.
-                let removed_from = self.tombs.get(id).map_or(*old_parent, |tb| tb.parent);
-                if self.ino_of(id).is_none() && *parent != removed_from {
-                    // Removed here while it was moved to another directory
-                    // there: the move wins (as it does where the remove
-                    // arrives second and finds it gone from its directory).
+                // Every move counts for a remove made without seeing it
+                // (see `Stamps::moved_off`), also one a newer move outdid
+                // and one met while the node is gone.
+                if let Some(ino) = self.ino_of(id) {
+                    if let Some(n) = self.nodes.get_mut(&ino) {
+                        n.stamps.note_move(stamp, *parent);
+                    }
+                    self.persist(ino, ch);
+                } else if let Some(tb) = self.tombs.get_mut(id) {
+                    tb.moves.note(stamp, *parent);
+                    ch.tomb(id, Some(tb));
+                }
+                // Removed here while moved there: the move wins where every
+                // remove missed a move into another directory (see
+                // `Tomb::beaten`: as where the removes arrive second).
+                // Removes of builds before they said what they saw lose to
+                // a move into another directory than the one it was
+                // removed from here (else the one the mover saw it in).
+                let back = match self.tombs.get(id) {
+                    Some(tb) if !tb.removes.is_empty() => tb.beaten(stamp),
+                    Some(tb) => *parent != tb.parent,
+                    None => *parent != *old_parent,
+                };
+                if self.ino_of(id).is_none() && back {
                     self.resurrect_moved(id, parent, name, Some(stamp), t, ch, fx);
                     return;
                 }
@@ -1070,6 +1151,9 @@ impl Tree {
         self.next_ino += 1;
         let mut n = self.new_node(*id, NodeKind::Dir, tomb.perm, parent, tomb.born);
         n.mtime = tomb.size_mtime.1;
+        // The move that placed it: an older one met later stays skipped
+        // (as for a file brought back by an edit).
+        n.stamps.place = tomb.place;
         self.revive(ino, n, &tomb, ch);
         // The tombstone stays: the remove waits for it to empty again.
         self.place(parent, &tomb.name, ino, t, ch, fx);
@@ -1127,11 +1211,17 @@ impl Tree {
         fx: &mut Effects,
     ) {
         let tomb = self.tombs.get(id).filter(|tb| match stamp {
-            Some(s) => s > tb.place,
+            Some(s) => tb.beaten(s),
             None => tb.kind() != NodeKind::Dir,
         });
         let Some(tomb) = tomb.cloned() else {
             return;
+        };
+        let moved = stamp.map(|s| (s, *parent));
+        // A rename newer than this move, met while it was gone, named it.
+        let (parent, name, stamp) = match stamp {
+            Some(s) if tomb.place > s => (&tomb.parent, &tomb.name[..], Some(tomb.place)),
+            _ => (parent, name, stamp),
         };
         let Some(np) = self.live_dir(parent, t, ch, fx) else {
             return;
@@ -1139,6 +1229,9 @@ impl Tree {
         let ino = self.next_ino;
         self.next_ino += 1;
         let mut n = self.new_node(*id, tomb.kind(), tomb.perm, np, tomb.born);
+        if let Some((s, to)) = moved {
+            n.stamps.note_move(s, to);
+        }
         (n.content, n.vstamp) = (tomb.content, tomb.vstamp);
         (n.size, n.mtime) = tomb.size_mtime;
         if let Some((_, target)) = &tomb.special {
@@ -1218,6 +1311,7 @@ impl Tree {
     /// gone (where it stayed, they reached it: see [`Tree::for_copies`]).
     fn revive(&mut self, ino: u64, mut n: Node, tomb: &Tomb, ch: &mut Changes) {
         tomb.attrs.restore(&mut n);
+        n.stamps.merge_moves(&tomb.moves);
         if let Some(o) = tomb.origin {
             if let Some((perm, kept)) = self.attrs_of(&o) {
                 kept.merge_into(&mut n, perm);
