@@ -1339,22 +1339,37 @@ impl Tree {
             });
             ch.op(hlc, op);
         }
-        // Taken back meanwhile by a node that claimed it.
-        let retaken = self
-            .nodes
-            .get(&newparent)
-            .is_some_and(|p| p.entries.contains_key(newname));
-        if let Some(p) = self.nodes.get_mut(&parent) {
-            p.entries.remove(name);
-            if src_dir {
-                p.nlink -= 1;
-            }
-        }
-        if !retaken {
-            if let Some(p) = self.nodes.get_mut(&newparent) {
-                p.entries.insert(newname.to_vec(), src);
+        // Taken back meanwhile by a node that claimed it: by another one,
+        // which the moved node then meets there, or by the moved node
+        // itself (shown under a conflict name of it), which is there
+        // already; its old name may then have gone to a node that claimed
+        // that one.
+        let holder = |tree: &Tree, dir: u64, nm: &[u8]| {
+            tree.nodes
+                .get(&dir)
+                .and_then(|p| p.entries.get(nm).copied())
+        };
+        let new_holder = holder(self, newparent, newname);
+        let (retaken, there) = (
+            new_holder.is_some_and(|h| h != src),
+            new_holder == Some(src),
+        );
+        let left = holder(self, parent, name) == Some(src);
+        if !there {
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                if left {
+                    p.entries.remove(name);
+                }
                 if src_dir {
-                    p.nlink += 1;
+                    p.nlink -= 1;
+                }
+            }
+            if !retaken {
+                if let Some(p) = self.nodes.get_mut(&newparent) {
+                    p.entries.insert(newname.to_vec(), src);
+                    if src_dir {
+                        p.nlink += 1;
+                    }
                 }
             }
         }
@@ -1370,10 +1385,12 @@ impl Tree {
         if newparent != parent {
             self.touch_dir(newparent, t, ch);
         }
-        ch.dirent(parent, name, None);
+        if left {
+            ch.dirent(parent, name, None);
+        }
         if retaken {
             self.with_deferred(|tree, fx| tree.place(newparent, newname, src, t, ch, fx));
-        } else {
+        } else if !there {
             ch.dirent(newparent, newname, Some(src));
         }
         self.with_deferred(|tree, fx| {
