@@ -382,23 +382,14 @@ fn concurrent_edits_keep_both_versions_on_every_node() {
     b.mount(&[]);
     std::fs::write(b.p("doc.txt"), b"edited on B").unwrap();
     a.mount(&[]);
+    // Both versions, not a state on the way (B then never matches it).
     let on_a = wait_for(30, "two versions on A", || {
         let l = listing(&a);
-        (l.len() == 2).then_some(l)
+        let has = |c: &[u8]| l.iter().any(|(_, d)| d == c);
+        (l.len() == 2 && has(b"edited on A") && has(b"edited on B")).then_some(l)
     });
-    // What B shows when it never matches, for the failure message.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let on_b = loop {
-        let l = listing(&b);
-        if l == on_a {
-            break l;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never showed A's {on_a:?}: it shows {l:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    wait_listing(&b, "B", &on_a, 30);
+    let on_b = on_a;
     let contents: Vec<&[u8]> = on_b.iter().map(|(_, c)| c.as_slice()).collect();
     assert!(contents.contains(&&b"edited on A"[..]), "{on_b:?}");
     assert!(contents.contains(&&b"edited on B"[..]), "{on_b:?}");
@@ -497,6 +488,24 @@ fn listing(m: &Mounted) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Waits up to `secs` for `m` (node `who`) to list exactly `want`, names
+/// and bytes; on timeout fails with what it lists and its node's log.
+fn wait_listing(m: &Mounted, who: &str, want: &[(String, Vec<u8>)], secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let l = listing(m);
+        if l == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who} never showed {want:?}: it shows {l:?}\n{who}'s node log:\n{}",
+            common::log_tail(&m.home)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn two_new_files_with_one_name_both_survive_and_edit_beats_delete() {
     let mut a = Mounted::new();
@@ -513,14 +522,18 @@ fn two_new_files_with_one_name_both_survive_and_edit_beats_delete() {
     std::fs::write(b.p("same.txt"), b"made on B").unwrap();
     std::fs::write(b.p("kept.txt"), b"v2 edited on B").unwrap();
     a.mount(&[]);
-    let on_a = wait_for(15, "A to converge", || {
+    // Everything, not a state on the way (B then never matches it).
+    let on_a = wait_for(30, "A to converge", || {
         let l = listing(&a);
-        (l.len() == 3 && l.iter().any(|(_, c)| c == b"made on B")).then_some(l)
+        let has = |n: &str, c: &[u8]| l.iter().any(|(m, d)| m.starts_with(n) && d == c);
+        let done = l.len() == 3
+            && has("kept.txt", b"v2 edited on B")
+            && has("same", b"made on A")
+            && has("same", b"made on B");
+        done.then_some(l)
     });
-    let on_b = wait_for(15, "B to match A", || {
-        let l = listing(&b);
-        (l == on_a).then_some(l)
-    });
+    wait_listing(&b, "B", &on_a, 30);
+    let on_b = on_a;
     assert!(on_b.contains(&("kept.txt".to_string(), b"v2 edited on B".to_vec())));
     let same: Vec<&(String, Vec<u8>)> =
         on_b.iter().filter(|(n, _)| n.starts_with("same")).collect();
