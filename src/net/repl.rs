@@ -936,9 +936,17 @@ impl Inner {
                     true => vec![true; hashes.len()],
                     false => self.in_scope(&rec, &hashes, |s| &s.chunks).await?,
                 };
+                // Packs are written past the page cache: the kernel reads
+                // every chunk asked ahead of the loop, in one go.
+                let asked: Vec<Hash> = hashes
+                    .iter()
+                    .zip(&ours)
+                    .filter(|(_, o)| **o)
+                    .map(|(h, _)| *h)
+                    .collect();
+                self.store.will_need(&asked);
                 for (h, ours) in hashes.into_iter().zip(ours) {
-                    // Chunks just written or read are in the page cache. A
-                    // chunk of another channel is one we do not have.
+                    // A chunk of another channel is one we do not have.
                     if !ours {
                         tracing::debug!(
                             "chunk {} asked by {} is not of channel {}",

@@ -771,6 +771,13 @@ impl Store {
         }
     }
 
+    /// Starts reading the stored ones of `hashes` into the page cache
+    /// (see [`Packs::will_need`]): for a peer that asked for them all.
+    pub fn will_need(&self, hashes: &[Hash]) {
+        let locs: Vec<Loc> = hashes.iter().filter_map(|h| self.loc_of(h).ok()).collect();
+        self.packs.will_need(&locs);
+    }
+
     /// The length of a stored chunk.
     pub fn chunk_len(&self, hash: &Hash) -> Option<usize> {
         self.loc_of(hash).ok().map(|l| l.len as usize)

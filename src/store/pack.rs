@@ -294,6 +294,23 @@ impl Packs {
         f.read_exact_at(buf, loc.offset + within)
     }
 
+    /// Asks the kernel to start reading the bytes at `locs` into the page
+    /// cache now, so that the reads that follow find them there (packs
+    /// are written past the cache). Only a hint.
+    pub fn will_need(&self, locs: &[Loc]) {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        for loc in locs {
+            if let Ok(f) = self.reader(loc.pack) {
+                let _ = posix_fadvise(
+                    f.as_ref(),
+                    loc.offset as i64,
+                    i64::from(loc.len),
+                    PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
     /// Makes every appended chunk durable.
     pub fn sync(&self) -> io::Result<()> {
         let ids: Vec<u32> = match self.unsynced.lock() {
