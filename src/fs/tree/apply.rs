@@ -865,6 +865,14 @@ impl Tree {
                     None => return,
                 };
                 if from == np && cur == *name {
+                    // There already (an older move put it there, or one
+                    // brought it back): placed by this move from now on,
+                    // so that an older one met later stays skipped, as
+                    // where this one moved it.
+                    if let Some(n) = self.nodes.get_mut(&ino).filter(|n| stamp > n.stamps.place) {
+                        n.stamps.place = stamp;
+                        self.persist(ino, ch);
+                    }
                     return;
                 }
                 self.unlink_name(from, &cur, t, ch, fx);

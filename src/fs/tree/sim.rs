@@ -1156,6 +1156,33 @@ fn a_move_beats_a_remove_also_where_a_newer_rename_outdid_it() {
     }
 }
 
+/// Three nodes apart rename one file: node 0 and node 2 to the same name,
+/// node 1 to another, with a clock between theirs. Node 2's rename is the
+/// newest and wins everywhere; on node 0, where it finds the file at its
+/// name already, it still outdates node 1's rename met later.
+#[test]
+fn a_move_to_where_the_node_is_still_outdates_older_moves() {
+    for (seed, causal) in runs() {
+        let mut s = Sim::new(3, seed);
+        s.causal = causal;
+        s.create(0, "/", "x", NodeKind::File);
+        s.write(0, "/x", b"moved");
+        s.heal();
+        s.offline.iter_mut().for_each(|o| *o = true);
+        s.rename(0, "/x", "/b");
+        let later = s.nodes[0].hlc.now() + 1_000;
+        s.nodes[1].hlc.observe(later);
+        s.rename(1, "/x", "/c");
+        let later = s.nodes[1].hlc.now() + 1_000;
+        s.nodes[2].hlc.observe(later);
+        s.rename(2, "/x", "/b");
+        s.heal();
+        let snap = s.converged();
+        assert_eq!(names_in(&snap, "/"), ["b"], "seed {seed}");
+        assert_eq!(item(&snap, "/b").content, hash_of(b"moved"));
+    }
+}
+
 /// The same with a FIFO and a symlink moved into another directory while
 /// removed elsewhere: the move wins and they stay, with their kind and
 /// target, on every node.
