@@ -428,6 +428,11 @@ pub struct Tomb {
     /// it is gone (stored after `seen`), for when it comes back.
     #[serde(skip)]
     pub moves: Moves,
+    /// For an announced conflict copy: the stamp of the announcement that
+    /// placed its conflict name (stored after the moves), kept up to date
+    /// by newer announcements that arrive while it is gone.
+    #[serde(skip)]
+    pub announced: Option<Stamp>,
 }
 
 /// The last-writer-wins state of a node's mode and xattrs, kept apart from
@@ -550,6 +555,7 @@ impl Tomb {
         b.extend(postcard::to_allocvec(&self.relink).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.removes).unwrap_or_default());
         b.extend(postcard::to_allocvec(&self.moves).unwrap_or_default());
+        b.extend(postcard::to_allocvec(&self.announced).unwrap_or_default());
         b
     }
 
@@ -569,7 +575,7 @@ impl Tomb {
     /// Reads the fields stored after the size, time and kind, in order,
     /// as far as `rest` holds them.
     fn decode_later_fields(&mut self, rest: &[u8]) -> postcard::Result<()> {
-        let (r1, r2, r3, r4, r5, r6, r7);
+        let (r1, r2, r3, r4, r5, r6, r7, r8);
         (self.attrs, r1) = postcard::take_from_bytes(rest)?;
         (self.vstamp, r2) = postcard::take_from_bytes(r1)?;
         (self.origin, r3) = postcard::take_from_bytes(r2)?;
@@ -577,7 +583,8 @@ impl Tomb {
         (self.place, r5) = postcard::take_from_bytes(r4)?;
         (self.relink, r6) = postcard::take_from_bytes(r5)?;
         (self.removes, r7) = postcard::take_from_bytes(r6)?;
-        self.moves = postcard::from_bytes(r7)?;
+        (self.moves, r8) = postcard::take_from_bytes(r7)?;
+        self.announced = postcard::from_bytes(r8)?;
         Ok(())
     }
 }
@@ -1013,6 +1020,7 @@ impl Tree {
             relink: false,
             removes: vec![(n.stamps.place, pid)],
             moves: n.stamps.moves(),
+            announced: n.stamps.announced(),
         };
         let id = n.id;
         ch.tomb(&id, Some(&t));
@@ -1600,6 +1608,7 @@ mod tests {
             relink: true,
             removes: vec![((7, [3; 8]), FileId([6; 16]))],
             moves: Moves::default(),
+            announced: Some((10, [2; 8])),
         };
         t.moves.note((9, [1; 8]), FileId([5; 16]));
         t.attrs.take_xattr(b"user.k", Some(b"v"), (6, [1; 8]));
@@ -1611,6 +1620,11 @@ mod tests {
         assert_eq!(back.attrs.xattrs, t.attrs.xattrs);
         assert!(back.relink);
         assert_eq!((&back.removes, &back.moves), (&t.removes, &t.moves));
+        assert_eq!(back.announced, t.announced);
+        let ann_len = postcard::to_allocvec(&t.announced).expect("encode").len();
+        let bytes = &bytes[..bytes.len() - ann_len];
+        let older = Tomb::decode(bytes).expect("decode older");
+        assert_eq!((&older.moves, older.announced), (&t.moves, None));
         let moves_len = postcard::to_allocvec(&t.moves).expect("encode").len();
         let bytes = &bytes[..bytes.len() - moves_len];
         let older = Tomb::decode(bytes).expect("decode older");

@@ -1319,6 +1319,9 @@ impl Tree {
     /// gone (where it stayed, they reached it: see [`Tree::for_copies`]).
     fn revive(&mut self, ino: u64, mut n: Node, tomb: &Tomb, ch: &mut Changes) {
         tomb.attrs.restore(&mut n);
+        if let Some(a) = tomb.announced {
+            n.stamps.set_announced(a);
+        }
         n.stamps.merge_moves(&tomb.moves);
         if let Some(o) = tomb.origin {
             if let Some((perm, kept)) = self.attrs_of(&o) {
@@ -1758,7 +1761,13 @@ impl Tree {
             self.arrange(from, &cur, t, ch, fx);
             return;
         }
-        if self.tombs.contains_key(id) {
+        if let Some(tb) = self.tombs.get_mut(id) {
+            // Removed here after its own announcement: a newer one names
+            // it, for when an edit brings it back (as where it lived).
+            if conflict_tag(name).is_some() && tb.announced.is_some_and(|a| a < made.vstamp) {
+                (tb.parent, tb.name, tb.announced) = (*parent, name.to_vec(), Some(made.vstamp));
+                ch.tomb(id, Some(tb));
+            }
             return;
         }
         let p = self.live_dir(parent, t, ch, fx).unwrap_or(ROOT);

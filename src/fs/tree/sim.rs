@@ -2777,6 +2777,16 @@ fn a_rename_onto_a_claimed_name_keeps_who_took_the_old_one() {
     random_workload_with_every_operation_but_links(1377);
 }
 
+/// Seed 1202 of that workload: two nodes announce one conflict copy at
+/// different places; the node whose announcement is the older removes the
+/// copy, and an edit it had not seen brings it back there. The newer
+/// announcement, met while the copy was gone, names it, as where it lived
+/// (it came back under the older one's name).
+#[test]
+fn a_newer_announcement_names_a_copy_removed_meanwhile() {
+    random_workload_with_every_operation_but_links(1202);
+}
+
 fn random_workload_with_every_operation_but_links(seed: u64) {
     let ops = Ops {
         link: false,
