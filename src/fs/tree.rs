@@ -589,33 +589,58 @@ impl Tomb {
     }
 }
 
-/// The changes one operation makes, for the store.
+/// The changes one operation (or one batch of remote entries) makes, for
+/// the store.
 pub struct Changes {
     muts: Vec<Mut>,
     chan: u32,
+    /// Where the record of each inode and tomb written so far is in
+    /// `muts`: a later write of it takes that place, so that the store
+    /// puts each record once, with its last value (a remote move writes
+    /// its node's record several times; a batch of creates, the
+    /// directory's and the inode counter's once per file).
+    records: HashMap<Record, usize>,
+}
+
+/// A record the store keeps one value of (see [`Changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Record {
+    Inode(u32, u64),
+    Tomb(u32, [u8; 16]),
 }
 
 impl Changes {
     fn node(&mut self, ino: u64, n: &Node) {
-        self.muts.push(Mut::Inode(self.chan, ino, Some(n.encode())));
+        self.push(Mut::Inode(self.chan, ino, Some(n.encode())));
     }
     fn tomb(&mut self, id: &FileId, t: Option<&Tomb>) {
-        self.muts
-            .push(Mut::Tomb(self.chan, id.0, t.map(Tomb::encode)));
+        self.push(Mut::Tomb(self.chan, id.0, t.map(Tomb::encode)));
     }
     fn gone(&mut self, ino: u64) {
-        self.muts.push(Mut::Inode(self.chan, ino, None));
+        self.push(Mut::Inode(self.chan, ino, None));
     }
     fn dirent(&mut self, parent: u64, name: &[u8], ino: Option<u64>) {
-        self.muts
-            .push(Mut::Dirent(self.chan, parent, name.to_vec(), ino));
+        self.push(Mut::Dirent(self.chan, parent, name.to_vec(), ino));
     }
     fn op(&mut self, hlc: u64, op: Op) {
-        self.muts.push(Mut::Journal(self.chan, hlc, op));
+        self.push(Mut::Journal(self.chan, hlc, op));
     }
-    /// Adds a raw mutation.
+    /// Adds a raw mutation (an inode or tomb record replaces the one
+    /// written before it, if any).
     pub fn push(&mut self, m: Mut) {
-        self.muts.push(m);
+        let record = match &m {
+            Mut::Inode(c, ino, _) => Some(Record::Inode(*c, *ino)),
+            Mut::Tomb(c, id, _) => Some(Record::Tomb(*c, *id)),
+            _ => None,
+        };
+        match record.map(|r| (r, self.records.get(&r).copied())) {
+            Some((_, Some(at))) => self.muts[at] = m,
+            Some((r, None)) => {
+                self.records.insert(r, self.muts.len());
+                self.muts.push(m);
+            }
+            None => self.muts.push(m),
+        }
     }
     /// The mutations.
     pub fn into_muts(self) -> Vec<Mut> {
@@ -717,10 +742,7 @@ impl Tree {
                 tree.tombs.insert(FileId(id), t);
             }
         }
-        let mut ch = Changes {
-            muts: Vec::new(),
-            chan,
-        };
+        let mut ch = tree.changes();
         #[allow(clippy::map_entry)]
         if !tree.nodes.contains_key(&ROOT) {
             let t = now_ns();
@@ -775,6 +797,7 @@ impl Tree {
         Changes {
             muts: Vec::new(),
             chan: self.chan,
+            records: HashMap::new(),
         }
     }
 
@@ -924,7 +947,7 @@ impl Tree {
         ch.node(ino, &node);
         self.ids.insert(id, ino);
         self.nodes.insert(ino, node);
-        ch.muts.push(Mut::Inode(
+        ch.push(Mut::Inode(
             self.chan,
             0,
             Some(self.next_ino.to_le_bytes().to_vec()),
@@ -1182,6 +1205,11 @@ impl Tree {
         Ok(())
     }
 
+    /// The node that holds `name` in directory `dir`.
+    fn holder(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        self.nodes.get(&dir)?.entries.get(name).copied()
+    }
+
     /// True when `anc` is `ino` or one of its ancestors.
     fn is_ancestor(&self, anc: u64, mut ino: u64) -> bool {
         loop {
@@ -1352,17 +1380,12 @@ impl Tree {
         // itself (shown under a conflict name of it), which is there
         // already; its old name may then have gone to a node that claimed
         // that one.
-        let holder = |tree: &Tree, dir: u64, nm: &[u8]| {
-            tree.nodes
-                .get(&dir)
-                .and_then(|p| p.entries.get(nm).copied())
-        };
-        let new_holder = holder(self, newparent, newname);
+        let new_holder = self.holder(newparent, newname);
         let (retaken, there) = (
             new_holder.is_some_and(|h| h != src),
             new_holder == Some(src),
         );
-        let left = holder(self, parent, name) == Some(src);
+        let left = self.holder(parent, name) == Some(src);
         if !there {
             if let Some(p) = self.nodes.get_mut(&parent) {
                 if left {

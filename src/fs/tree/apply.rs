@@ -264,10 +264,7 @@ impl Tree {
         ch: &mut Changes,
         fx: &mut Effects,
     ) {
-        let holder = self
-            .nodes
-            .get(&parent)
-            .and_then(|p| p.entries.get(name).copied());
+        let holder = self.holder(parent, name);
         let Some(other) = holder.filter(|&o| o != ino) else {
             if holder.is_none() {
                 self.link_name(parent, name, ino, t, ch, fx);
@@ -504,7 +501,7 @@ impl Tree {
         self.ids.insert(n.id, ino);
         ch.node(ino, &n);
         self.nodes.insert(ino, n);
-        ch.muts.push(crate::store::Mut::Inode(
+        ch.push(crate::store::Mut::Inode(
             self.chan,
             0,
             Some(self.next_ino.to_le_bytes().to_vec()),
@@ -1225,7 +1222,6 @@ impl Tree {
         let Some(tomb) = tomb.cloned() else {
             return;
         };
-        let moved = stamp.map(|s| (s, *parent));
         // A rename newer than this move, met while it was gone, named it.
         let (parent, name, stamp) = match stamp {
             Some(s) if tomb.place > s => (&tomb.parent, &tomb.name[..], Some(tomb.place)),
@@ -1236,10 +1232,8 @@ impl Tree {
         };
         let ino = self.next_ino;
         self.next_ino += 1;
+        // The move is among the tomb's moves already, which it takes.
         let mut n = self.new_node(*id, tomb.kind(), tomb.perm, np, tomb.born);
-        if let Some((s, to)) = moved {
-            n.stamps.note_move(s, to);
-        }
         (n.content, n.vstamp) = (tomb.content, tomb.vstamp);
         (n.size, n.mtime) = tomb.size_mtime;
         if let Some((_, target)) = &tomb.special {
@@ -1848,9 +1842,7 @@ impl Tree {
         fx: &mut Effects,
     ) {
         let holder = self
-            .nodes
-            .get(&parent)
-            .and_then(|p| p.entries.get(name).copied())
+            .holder(parent, name)
             .filter(|&h| h != ino && self.name_turn(h).is_some());
         let Some(h) = holder else {
             self.place(parent, name, ino, t, ch, fx);
@@ -1916,12 +1908,8 @@ impl Tree {
         }
         members.sort();
         let mine: HashSet<u64> = members.iter().map(|m| m.1).collect();
-        let held_by_other = |tree: &Tree, n: &[u8]| {
-            tree.nodes
-                .get(&parent)
-                .and_then(|p| p.entries.get(n))
-                .is_some_and(|i| !mine.contains(i))
-        };
+        let held_by_other =
+            |tree: &Tree, n: &[u8]| tree.holder(parent, n).is_some_and(|i| !mine.contains(&i));
         let mut targets = Vec::new();
         let mut k = 1u32;
         for _ in &members {
